@@ -1,0 +1,1 @@
+"""payrelay workers: the record-payment consumer and the Chargebee client."""

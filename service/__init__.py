@@ -1,0 +1,3 @@
+"""payrelay: the receiver and the shared contract."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,121 @@
+"""`payrelay`: the composition root, where settings are loaded and every role is started.
+
+The one module where `service` and `consumers` meet (the layering test knows). Each command is a
+thin shell over an importable async function and returns an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from service.settings import ConfigError, Settings, load_settings
+
+log = logging.getLogger("payrelay.cli")
+
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def configure_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    # aio-pika and aiormq log every reconnect attempt with a traceback; ours say it once, shorter.
+    logging.getLogger("aiormq").setLevel(logging.ERROR)
+    logging.getLogger("aio_pika").setLevel(logging.ERROR)
+
+
+def _serve(app: object, host: str, port: int) -> int:
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")  # type: ignore[arg-type]
+    return 0
+
+
+def cmd_receiver(args: argparse.Namespace, settings: Settings) -> int:
+    from service.receiver import create_app
+
+    if not settings.sources:
+        log.warning("no [sources.*] configured: every ingest request will be a 404")
+    log.info("receiver listening on http://%s:%d", args.host, args.port)
+    return _serve(create_app(settings), args.host, args.port)
+
+
+def cmd_topology(args: argparse.Namespace, settings: Settings) -> int:
+    from service.broker import declare_once
+    from service.topology import build
+
+    topology = build(settings.amqp_prefix, settings.retry_delays_seconds, settings.delivery_limit)
+    names = asyncio.run(declare_once(settings.amqp_url.get_secret_value(), topology))
+    for name in names:
+        print(name)
+    return 0
+
+
+def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
+    from service.sender import send_from_args
+
+    return asyncio.run(send_from_args(args, settings))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="payrelay", description=__doc__.splitlines()[0] if __doc__ else None
+    )
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    receiver = sub.add_parser("receiver", help="the signed CloudEvents receiver (HTTP)")
+    receiver.add_argument("--host", default="127.0.0.1")
+    receiver.add_argument("--port", type=int, default=8080)
+    receiver.set_defaults(run=cmd_receiver)
+
+    topology = sub.add_parser("topology", help="RabbitMQ topology")
+    topology_sub = topology.add_subparsers(dest="topology_command", required=True, metavar="ACTION")
+    declare = topology_sub.add_parser("declare", help="declare every exchange and queue, idempotently")
+    declare.set_defaults(run=cmd_topology)
+
+    send = sub.add_parser("send", help="sign an event (or a JSON file of events) and post it")
+    send.add_argument("file", nargs="?", help="a JSON file with one event or an array (a batch); - for stdin")
+    send.add_argument("--url", default="http://127.0.0.1:8080", help="the receiver's base URL")
+    send.add_argument("--source", default="acme-bank", help="the configured source to post as")
+    send.add_argument("--secret", help="whsec_ secret (default: the source's first configured secret)")
+    send.add_argument("--type", default="bank.deposit", choices=["bank.deposit", "check.scan"])
+    send.add_argument("--amount", default="100.00")
+    send.add_argument("--currency", default="USD")
+    send.add_argument("--invoice", help="data.invoice_id")
+    send.add_argument("--remittance", help="data.remittance_information (e.g. 'Payment for INV-1001')")
+    send.add_argument("--reference", help="bank_reference / check_number (default: random)")
+    send.add_argument("--id", help="the CloudEvent id (default: random)")
+    send.add_argument(
+        "--count", type=int, default=1, help="send this many generated events, one request each"
+    )
+    send.set_defaults(run=cmd_send)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"payrelay: {exc}", file=sys.stderr)
+        return 2
+    run: Command = args.run
+    try:
+        return run(args, settings)
+    except ConfigError as exc:
+        print(f"payrelay: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""Inbound CloudEvents: parse request bodies and validate `bank.deposit` / `check.scan` events.
+
+Pure functions only. Validation is written out by hand rather than with pydantic models: it is
+the receiver's hot path, and it reports every failing field by its JSON path in one pass, which
+is what a sender needs to fix a batch (`data.amount`, `data.payer.account_last4`, ...).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from typing import Any
+
+import orjson
+
+from service.money import AmountError, to_minor_units
+
+EVENT_TYPES = ("bank.deposit", "check.scan")
+STRUCTURED = ("application/cloudevents+json", "application/json")
+BATCH = "application/cloudevents-batch+json"
+
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2}))?$")
+_INVOICE_ID = re.compile(r"^(?!\.+$)[A-Za-z0-9_.\-]{1,50}$")
+_LAST4 = re.compile(r"^\d{4}$")
+_ROUTING = re.compile(r"^\d{9}$")
+_MAX_TEXT = 2000
+_MAX_REFERENCE = 100
+
+# type -> (reference field, time field)
+_SHAPES = {"bank.deposit": ("bank_reference", "booked_at"), "check.scan": ("check_number", "scanned_at")}
+PAYMENT_METHODS = {"bank.deposit": "bank_transfer", "check.scan": "check"}
+
+
+class BodyError(ValueError):
+    """The body is not JSON, or not the JSON shape its content type promises (a 400)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One failing field: its JSON path in the event, what is wrong, and the batch index."""
+
+    field: str
+    message: str
+    index: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"field": self.field, "message": self.message}
+        if self.index is not None:
+            out["index"] = self.index
+        return out
+
+
+class EventInvalid(ValueError):
+    """An event that breaks the contract (a 422); `errors` lists every failing field."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    """What an event says was paid, normalised: integer minor units and an aware UTC time."""
+
+    method: str  # Chargebee payment_method: bank_transfer or check
+    amount: int
+    currency: str
+    paid_at: datetime
+    reference_number: str
+    invoice_id: str | None
+    remittance_information: str | None
+    memo: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A validated inbound CloudEvent."""
+
+    id: str
+    source: str
+    type: str
+    payment: Payment
+    raw: dict[str, Any]
+
+
+def parse_body(body: bytes, content_type: str) -> tuple[list[Any], bool]:
+    """Decode a request body into its events and whether it was a batch.
+
+    `content_type` is the media type without parameters, lower-cased, and one of STRUCTURED or
+    BATCH (the receiver answers 415 for anything else before calling this).
+    """
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BodyError(f"body is not valid JSON: {exc}") from None
+    if content_type == BATCH:
+        if not isinstance(parsed, list):
+            raise BodyError("a batch body must be a JSON array of events")
+        return parsed, True
+    if not isinstance(parsed, dict):
+        raise BodyError(
+            "a structured-mode body must be a JSON object (use application/cloudevents-batch+json for arrays)"
+        )
+    return [parsed], False
+
+
+def parse_time(value: Any) -> datetime:
+    """An RFC 3339 date-time (or full-date, taken as midnight UTC) as an aware UTC datetime."""
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise ValueError("must be an RFC 3339 date-time such as 2026-11-25T10:00:00Z")
+    try:
+        if len(value) == 10:
+            return datetime.combine(date.fromisoformat(value), time(), UTC)
+        return datetime.fromisoformat(value.replace("z", "Z")).astimezone(UTC)
+    except ValueError:
+        raise ValueError("must be a real calendar date and time") from None
+
+
+def _text(
+    data: dict[str, Any], key: str, errors: list[FieldError], *, limit: int, required: bool
+) -> str | None:
+    value = data.get(key)
+    if value is None:
+        if required:
+            errors.append(FieldError(f"data.{key}", "is required"))
+        return None
+    if not isinstance(value, str) or not value.strip():
+        errors.append(FieldError(f"data.{key}", "must be a non-empty string"))
+        return None
+    if len(value) > limit:
+        errors.append(FieldError(f"data.{key}", f"must be at most {limit} characters"))
+        return None
+    return value
+
+
+def _check_party(
+    data: dict[str, Any], key: str, fields: dict[str, re.Pattern[str]], errors: list[FieldError]
+) -> None:
+    value = data.get(key)
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        errors.append(FieldError(f"data.{key}", "must be an object"))
+        return
+    for name, item in value.items():
+        pattern = fields.get(name)
+        if name == "name":
+            if not isinstance(item, str) or len(item) > 200:
+                errors.append(FieldError(f"data.{key}.name", "must be a string of at most 200 characters"))
+        elif pattern is None:
+            errors.append(FieldError(f"data.{key}.{name}", "is not a known field"))
+        elif not isinstance(item, str) or not pattern.match(item):
+            errors.append(FieldError(f"data.{key}.{name}", f"must match {pattern.pattern}"))
+
+
+def _payment(event_type: str, data: dict[str, Any], errors: list[FieldError]) -> Payment | None:
+    reference_key, time_key = _SHAPES[event_type]
+    before = len(errors)
+    amount: int | None = None
+    currency = data.get("currency")
+    raw_amount = data.get("amount")
+    if not isinstance(currency, str):
+        errors.append(FieldError("data.currency", "is required: an ISO 4217 code such as USD"))
+    if not isinstance(raw_amount, str):
+        errors.append(
+            FieldError("data.amount", "is required: a decimal string in major units, e.g. '1250.00'")
+        )
+    elif isinstance(currency, str):
+        try:
+            amount = to_minor_units(raw_amount, currency)
+        except AmountError as exc:
+            field = "data.currency" if "currency" in str(exc) else "data.amount"
+            errors.append(FieldError(field, str(exc)))
+    paid_at: datetime | None = None
+    if time_key not in data:
+        errors.append(FieldError(f"data.{time_key}", "is required"))
+    else:
+        try:
+            paid_at = parse_time(data[time_key])
+        except ValueError as exc:
+            errors.append(FieldError(f"data.{time_key}", str(exc)))
+    reference = _text(data, reference_key, errors, limit=_MAX_REFERENCE, required=True)
+    invoice_id = data.get("invoice_id")
+    if invoice_id is not None and (not isinstance(invoice_id, str) or not _INVOICE_ID.match(invoice_id)):
+        errors.append(FieldError("data.invoice_id", "must be 1-50 letters, digits, '_', '-' or '.'"))
+    remittance = _text(data, "remittance_information", errors, limit=_MAX_TEXT, required=False)
+    memo = _text(data, "memo", errors, limit=_MAX_TEXT, required=False)
+    _check_party(data, "payer", {"account_last4": _LAST4}, errors)
+    if event_type == "check.scan":
+        _check_party(data, "micr", {"routing_number": _ROUTING, "account_last4": _LAST4}, errors)
+    elif "micr" in data:
+        errors.append(FieldError("data.micr", "is only allowed on check.scan events"))
+    if len(errors) > before or amount is None or paid_at is None or reference is None:
+        return None
+    return Payment(
+        method=PAYMENT_METHODS[event_type],
+        amount=amount,
+        currency=str(currency),
+        paid_at=paid_at,
+        reference_number=reference,
+        invoice_id=invoice_id,
+        remittance_information=remittance,
+        memo=memo,
+    )
+
+
+def _attributes(
+    raw: dict[str, Any], allowed_types: tuple[str, ...] | list[str], errors: list[FieldError]
+) -> None:
+    if raw.get("specversion") != "1.0":
+        errors.append(FieldError("specversion", 'must be "1.0"'))
+    for key in ("id", "source"):
+        value = raw.get(key)
+        if not isinstance(value, str) or not value or len(value) > 256:
+            errors.append(FieldError(key, "is required: a non-empty string of at most 256 characters"))
+    event_type = raw.get("type")
+    if event_type not in EVENT_TYPES:
+        errors.append(FieldError("type", f"must be one of {', '.join(EVENT_TYPES)}"))
+    elif event_type not in allowed_types:
+        errors.append(FieldError("type", f"{event_type} is not accepted from this source"))
+    if "time" in raw:
+        try:
+            parse_time(raw["time"])
+        except ValueError as exc:
+            errors.append(FieldError("time", str(exc)))
+    content_type = raw.get("datacontenttype")
+    if content_type is not None and content_type not in ("application/json", "text/json"):
+        errors.append(FieldError("datacontenttype", "must be application/json when present"))
+    if "data_base64" in raw:
+        errors.append(FieldError("data_base64", "is not supported; send data as a JSON object"))
+
+
+def validate(raw: Any, allowed_types: tuple[str, ...] | list[str] = EVENT_TYPES) -> Event:
+    """Check one decoded CloudEvent against the contract; raises `EventInvalid` with every error."""
+    if not isinstance(raw, dict):
+        raise EventInvalid([FieldError("(event)", "must be a JSON object")])
+    errors: list[FieldError] = []
+    _attributes(raw, allowed_types, errors)
+    data = raw.get("data")
+    payment = None
+    if not isinstance(data, dict):
+        errors.append(FieldError("data", "is required: a JSON object"))
+    elif raw.get("type") in EVENT_TYPES:
+        payment = _payment(raw["type"], data, errors)
+    if errors or payment is None:
+        raise EventInvalid(errors)
+    return Event(id=raw["id"], source=raw["source"], type=raw["type"], payment=payment, raw=raw)
+
+
+def validate_batch(items: list[Any], allowed_types: tuple[str, ...] | list[str]) -> list[Event]:
+    """Validate every event of a request; one failure fails all, with each failing index named."""
+    events: list[Event] = []
+    errors: list[FieldError] = []
+    for index, raw in enumerate(items):
+        try:
+            events.append(validate(raw, allowed_types))
+        except EventInvalid as exc:
+            errors.extend(FieldError(e.field, e.message, index) for e in exc.errors)
+    if errors:
+        raise EventInvalid(errors)
+    return events

@@ -1,0 +1,109 @@
+"""Prometheus metrics: every `payrelay_` series, in one registry per process (no globals).
+
+Names are in base units; labels carry bounded values only (sources, types, statuses, reasons),
+never event or invoice ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_HTTP = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """The metric families of all roles; each process exposes the ones it moves."""
+
+    registry: CollectorRegistry
+    ingest_events: Counter
+    ingest_requests: Counter
+    ingest_duration: Histogram
+    publish_duration: Histogram
+    consumer_outcomes: Counter
+    chargebee_duration: Histogram
+    retries: Counter
+    dead_letters: Counter
+    replays: Counter
+    queue_messages: Gauge
+    queue_consumers: Gauge
+    rate_limit_wait: Histogram
+    chargebee_auth_failing: Gauge
+    consumer_in_flight: Gauge
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def create_metrics() -> Metrics:
+    r = CollectorRegistry()
+    return Metrics(
+        registry=r,
+        ingest_events=Counter(
+            "payrelay_ingest_events",
+            "Events received, by source, type and HTTP status",
+            ["source", "type", "status"],
+            registry=r,
+        ),
+        ingest_requests=Counter(
+            "payrelay_ingest_requests",
+            "Ingest requests, by source and HTTP status",
+            ["source", "status"],
+            registry=r,
+        ),
+        ingest_duration=Histogram(
+            "payrelay_ingest_duration_seconds",
+            "Time to answer an ingest request",
+            ["source"],
+            buckets=_FAST,
+            registry=r,
+        ),
+        publish_duration=Histogram(
+            "payrelay_publish_duration_seconds",
+            "Time from publish to broker confirm, per request",
+            buckets=_FAST,
+            registry=r,
+        ),
+        consumer_outcomes=Counter(
+            "payrelay_consumer_outcomes",
+            "Consumer outcomes: recorded, duplicate, retried, dead_lettered",
+            ["outcome", "reason"],
+            registry=r,
+        ),
+        chargebee_duration=Histogram(
+            "payrelay_chargebee_request_duration_seconds",
+            "Chargebee record_payment latency by HTTP status",
+            ["status"],
+            buckets=_HTTP,
+            registry=r,
+        ),
+        retries=Counter("payrelay_retries", "Delayed retries scheduled, by tier", ["tier"], registry=r),
+        dead_letters=Counter(
+            "payrelay_dead_letters", "Messages dead-lettered, by reason", ["reason"], registry=r
+        ),
+        replays=Counter("payrelay_replays", "Dead letters replayed", registry=r),
+        queue_messages=Gauge(
+            "payrelay_queue_messages",
+            "Messages in a queue, by state (ready, unacked)",
+            ["queue", "state"],
+            registry=r,
+        ),
+        queue_consumers=Gauge(
+            "payrelay_queue_consumers", "Consumers attached to a queue", ["queue"], registry=r
+        ),
+        rate_limit_wait=Histogram(
+            "payrelay_rate_limit_wait_seconds",
+            "Time spent waiting for the Chargebee rate limit",
+            buckets=_HTTP,
+            registry=r,
+        ),
+        chargebee_auth_failing=Gauge(
+            "payrelay_chargebee_auth_failing",
+            "1 while Chargebee rejects the API key (consumer paused)",
+            registry=r,
+        ),
+        consumer_in_flight=Gauge("payrelay_consumer_in_flight", "Messages being processed", registry=r),
+    )

@@ -1,0 +1,67 @@
+"""ISO 4217 currency exponents and exact conversion of decimal strings to integer minor units."""
+
+from __future__ import annotations
+
+import re
+
+# Minor-unit exponents of the active ISO 4217 codes (list one, 2024). Codes not named in
+# _EXPONENTS have exponent 2; funds and metals with no minor unit are left out on purpose:
+# nobody pays an invoice in gold (XAU) or in SDRs (XDR).
+_TWO = (
+    "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BMD BND BOB BOV BRL BSD BTN BWP BYN BZD "
+    "CAD CDF CHE CHF CHW CNY COP COU CRC CUP CVE CZK DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP GEL GHS "
+    "GIP GMD GTQ GYD HKD HNL HTG HUF IDR ILS INR IRR JMD KES KGS KHR KPW KYD KZT LAK LBP LKR LRD LSL "
+    "MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MXV MYR MZN NAD NGN NIO NOK NPR NZD PAB PEN PGK "
+    "PHP PKR PLN QAR RON RSD RUB SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS "
+    "TMT TOP TRY TTD TWD TZS UAH USD USN UYU UZS VED VES WST XCD XCG YER ZAR ZMW ZWG"
+)
+_EXPONENTS: dict[str, int] = {code: 2 for code in _TWO.split()}
+_EXPONENTS.update(
+    {code: 0 for code in "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF".split()}
+)
+_EXPONENTS.update({code: 3 for code in "BHD IQD JOD KWD LYD OMR TND".split()})
+_EXPONENTS.update({"CLF": 4, "UYW": 4})
+
+# Digits before the point are capped so that no amount overflows a signed 64-bit integer.
+_AMOUNT = re.compile(r"^(\d{1,15})(?:\.(\d+))?$")
+
+
+class AmountError(ValueError):
+    """An amount or currency that cannot be recorded; the message says why."""
+
+
+def exponent(currency: str) -> int:
+    """The number of minor-unit digits of an ISO 4217 code, e.g. USD 2, JPY 0, BHD 3."""
+    digits = _EXPONENTS.get(currency)
+    if digits is None:
+        raise AmountError(f"unknown currency {currency!r} (expected an ISO 4217 code such as USD)")
+    return digits
+
+
+def to_minor_units(amount: str, currency: str) -> int:
+    """Convert a decimal string in major units to integer minor units, exactly.
+
+    `to_minor_units("1250.00", "USD") == 125000`. Rejects zero, negatives, exponents, more
+    decimals than the currency has, and anything that is not a plain decimal string.
+    """
+    digits = exponent(currency)
+    match = _AMOUNT.match(amount)
+    if match is None:
+        raise AmountError(f"{amount!r} is not a positive decimal string such as '1250.00'")
+    whole, fraction = match.group(1), match.group(2) or ""
+    if len(fraction) > digits:
+        raise AmountError(f"{currency} has {digits} decimal place(s); {amount!r} has {len(fraction)}")
+    minor = int(whole + fraction.ljust(digits, "0"))
+    if minor == 0:
+        raise AmountError("amount must be greater than zero")
+    return minor
+
+
+def to_major_string(minor: int, currency: str) -> str:
+    """The inverse of `to_minor_units`: 125000 USD -> '1250.00'."""
+    digits = exponent(currency)
+    if digits == 0:
+        return str(minor)
+    sign = "-" if minor < 0 else ""
+    text = str(abs(minor)).rjust(digits + 1, "0")
+    return f"{sign}{text[:-digits]}.{text[-digits:]}"

@@ -1,0 +1,163 @@
+"""The OpenAPI 3.1 description of the ingest API, served at `/openapi.json`.
+
+Written by hand to say exactly what the receiver accepts, so that fuzzers (schemathesis) and
+integrators can rely on it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.settings import Settings
+
+_DECIMAL = {"type": "string", "pattern": r"^\d{1,15}(\.\d+)?$", "examples": ["1250.00"]}
+_TIME = {"type": "string", "format": "date-time"}
+_PARTY = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 200},
+        "account_last4": {"type": "string", "pattern": r"^\d{4}$"},
+    },
+    "additionalProperties": False,
+}
+_COMMON_DATA = {
+    "amount": _DECIMAL,
+    "currency": {"type": "string", "pattern": "^[A-Z]{3}$", "examples": ["USD"]},
+    "invoice_id": {"type": "string", "pattern": r"^[A-Za-z0-9_.\-]{1,50}$"},
+    "remittance_information": {"type": "string", "minLength": 1, "maxLength": 2000},
+    "memo": {"type": "string", "minLength": 1, "maxLength": 2000},
+    "payer": _PARTY,
+}
+
+
+def _event(event_type: str, reference: str, when: str, extra: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["specversion", "id", "source", "type", "data"],
+        "properties": {
+            "specversion": {"const": "1.0"},
+            "id": {"type": "string", "minLength": 1, "maxLength": 256},
+            "source": {"type": "string", "minLength": 1, "maxLength": 256},
+            "type": {"const": event_type},
+            "time": _TIME,
+            "datacontenttype": {"const": "application/json"},
+            "data": {
+                "type": "object",
+                "required": ["amount", "currency", when, reference],
+                "properties": {
+                    **_COMMON_DATA,
+                    when: _TIME,
+                    reference: {"type": "string", "minLength": 1, "maxLength": 100},
+                    **extra,
+                },
+            },
+        },
+    }
+
+
+def _problem() -> dict[str, Any]:
+    return {
+        "description": "RFC 9457 problem details",
+        "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+
+
+def openapi_document(settings: Settings) -> dict[str, Any]:
+    """The document for this receiver's configured sources."""
+    signature_headers = [
+        {"name": name, "in": "header", "required": True, "schema": {"type": "string"}, "description": text}
+        for name, text in (
+            ("webhook-id", "Standard Webhooks message id"),
+            ("webhook-timestamp", "Unix seconds; must be within the source's tolerance"),
+            ("webhook-signature", "Space-separated `v1,<base64 HMAC-SHA256>` signatures"),
+        )
+    ]
+    event = {"$ref": "#/components/schemas/Event"}
+    body_schema = {
+        "application/cloudevents+json": {"schema": event},
+        "application/json": {"schema": event},
+        "application/cloudevents-batch+json": {
+            "schema": {"type": "array", "items": event, "minItems": 1, "maxItems": settings.max_batch_events}
+        },
+    }
+    micr = {
+        "type": "object",
+        "properties": {
+            "routing_number": {"type": "string", "pattern": r"^\d{9}$"},
+            "account_last4": {"type": "string", "pattern": r"^\d{4}$"},
+        },
+        "additionalProperties": False,
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "payrelay ingest API", "version": "1"},
+        "paths": {
+            "/v1/ingest/{source}": {
+                "post": {
+                    "operationId": "ingest",
+                    "summary": "Submit signed bank.deposit / check.scan CloudEvents",
+                    "parameters": [
+                        {
+                            "name": "source",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "enum": sorted(settings.sources) or ["acme-bank"]},
+                        },
+                        *signature_headers,
+                    ],
+                    "requestBody": {"required": True, "content": body_schema},
+                    "responses": {
+                        "202": {
+                            "description": "Every event is durably stored in RabbitMQ",
+                            "content": {
+                                "application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}
+                            },
+                        },
+                        **{str(code): _problem() for code in (400, 401, 404, 413, 415, 422)},
+                        "503": {**_problem(), "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
+                    },
+                }
+            },
+            "/healthz": {"get": {"operationId": "healthz", "responses": {"200": {"description": "alive"}}}},
+            "/readyz": {
+                "get": {
+                    "operationId": "readyz",
+                    "responses": {
+                        "200": {"description": "broker channel open"},
+                        "503": {"description": "not ready"},
+                    },
+                }
+            },
+        },
+        "components": {
+            "schemas": {
+                "Event": {
+                    "oneOf": [
+                        _event("bank.deposit", "bank_reference", "booked_at", {}),
+                        _event("check.scan", "check_number", "scanned_at", {"micr": micr}),
+                    ]
+                },
+                "Accepted": {
+                    "type": "object",
+                    "required": ["accepted", "published", "ids"],
+                    "properties": {
+                        "accepted": {"type": "integer"},
+                        "published": {"type": "integer"},
+                        "ids": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+                "Problem": {
+                    "type": "object",
+                    "required": ["type", "title", "status", "detail"],
+                    "properties": {
+                        "type": {"type": "string"},
+                        "title": {"type": "string"},
+                        "status": {"type": "integer"},
+                        "detail": {"type": "string"},
+                        "errors": {"type": "array", "items": {"type": "object"}},
+                        "invalid_indexes": {"type": "array", "items": {"type": "integer"}},
+                    },
+                },
+            }
+        },
+    }

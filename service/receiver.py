@@ -1,0 +1,267 @@
+"""The receiver: `POST /v1/ingest/{source}`, answered 202 only once RabbitMQ holds every event.
+
+Order of checks, cheapest and least revealing first: unknown source (404), content type (415),
+body size while streaming (413), signature (401), JSON shape (400), the events (422), and only
+then the publish (503 if the broker does not confirm every event in time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from service import events as ev
+from service.broker import Broker, BrokerUnavailable, Outgoing
+from service.metrics import Metrics, create_metrics
+from service.openapi import openapi_document
+from service.problems import problem
+from service.settings import Settings
+from service.signatures import SignatureError, Verifier, decode_secret
+from service.topology import Topology, build
+
+log = logging.getLogger("payrelay.receiver")
+
+RETRY_AFTER_SECONDS = "5"
+_ACCEPTED_TYPES = {*ev.STRUCTURED, ev.BATCH}
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SourceConfig:
+    """What the receiver needs per source, precomputed once: keys and allowed types."""
+
+    name: str
+    verifier: Verifier
+    types: tuple[str, ...]
+
+
+class RecentIdentities:
+    """Identities published lately, so a sender's quick retry is answered without republishing.
+
+    Only an optimisation: the consumer's ledger is what makes duplicates harmless.
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        self._capacity = capacity
+
+    def __contains__(self, identity: tuple[str, str, str]) -> bool:
+        return identity in self._seen
+
+    def add(self, identity: tuple[str, str, str]) -> None:
+        self._seen[identity] = None
+        if len(self._seen) > self._capacity:
+            self._seen.popitem(last=False)
+
+
+def source_configs(settings: Settings) -> dict[str, SourceConfig]:
+    return {
+        name: SourceConfig(
+            name=name,
+            verifier=Verifier(
+                keys=tuple(decode_secret(s.get_secret_value()) for s in source.secrets),
+                tolerance_seconds=source.tolerance_seconds,
+            ),
+            types=tuple(source.types),
+        )
+        for name, source in settings.sources.items()
+    }
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, or `BodyTooLarge` as soon as more than `limit` bytes have arrived."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class Ingest:
+    """The ingest endpoint with everything it needs, built once per app."""
+
+    def __init__(self, settings: Settings, broker: Broker, topology: Topology, metrics: Metrics) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.topology = topology
+        self.metrics = metrics
+        self.sources = source_configs(settings)
+        self.recent = RecentIdentities()
+
+    async def handle(self, request: Request) -> Response:
+        started = time.perf_counter()
+        name = request.path_params["source"]
+        source = self.sources.get(name)
+        label = name if source is not None else "unknown"
+        response, types = await self._handle(request, source)
+        status = str(response.status_code)
+        self.metrics.ingest_requests.labels(label, status).inc()
+        for event_type, count in types.items():
+            self.metrics.ingest_events.labels(label, event_type, status).inc(count)
+        self.metrics.ingest_duration.labels(label).observe(time.perf_counter() - started)
+        return response
+
+    async def _handle(self, request: Request, source: SourceConfig | None) -> tuple[Response, dict[str, int]]:
+        if source is None:
+            return problem(404, "unknown source; sources are configured in [sources.NAME]"), {}
+        media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media_type not in _ACCEPTED_TYPES:
+            return problem(415, f"content type must be one of {', '.join(sorted(_ACCEPTED_TYPES))}"), {}
+        try:
+            body = await read_body(request, self.settings.max_body_bytes)
+        except BodyTooLarge:
+            return problem(413, f"body is larger than {self.settings.max_body_bytes} bytes"), {}
+        headers = request.headers
+        try:
+            source.verifier.verify(
+                headers.get("webhook-id"),
+                headers.get("webhook-timestamp"),
+                headers.get("webhook-signature"),
+                body,
+                time.time(),
+            )
+        except SignatureError as exc:
+            return problem(401, str(exc)), {}
+        try:
+            items, is_batch = ev.parse_body(body, media_type)
+        except ev.BodyError as exc:
+            return problem(400, str(exc)), {}
+        if is_batch and not 0 < len(items) <= self.settings.max_batch_events:
+            detail = f"a batch holds 1 to {self.settings.max_batch_events} events; this one has {len(items)}"
+            return problem(422, detail, errors=[]), {}
+        try:
+            events = ev.validate_batch(items, source.types)
+        except ev.EventInvalid as exc:
+            failing = sorted({e.index for e in exc.errors if e.index is not None})
+            extra: dict[str, Any] = {"invalid_indexes": failing} if is_batch else {}
+            errors = [
+                e.as_dict() if is_batch else {"field": e.field, "message": e.message} for e in exc.errors
+            ]
+            return problem(422, "invalid event" + ("s" if is_batch else ""), errors=errors, **extra), {
+                "invalid": len(items)
+            }
+        return await self._publish(request, source, events, body if not is_batch else None)
+
+    async def _publish(
+        self, request: Request, source: SourceConfig, events: list[ev.Event], single_body: bytes | None
+    ) -> tuple[Response, dict[str, int]]:
+        types: dict[str, int] = {}
+        outgoing: list[Outgoing] = []
+        identities = []
+        headers = {"x-payrelay-source": source.name}
+        traceparent = request.headers.get("traceparent")
+        if traceparent:
+            headers["traceparent"] = traceparent
+        for event in events:
+            types[event.type] = types.get(event.type, 0) + 1
+            identity = (source.name, event.source, event.id)
+            if identity in self.recent or identity in identities:
+                continue
+            identities.append(identity)
+            outgoing.append(
+                Outgoing(
+                    exchange=self.topology.events,
+                    routing_key=event.type,
+                    body=single_body if single_body is not None else orjson.dumps(event.raw),
+                    message_id=event.id,
+                    headers=headers,
+                    type=event.type,
+                )
+            )
+        if outgoing:
+            started = time.perf_counter()
+            try:
+                await self.broker.publish(outgoing)
+            except BrokerUnavailable as exc:
+                log.warning("ingest from %s not accepted: %s", source.name, exc)
+                return problem(
+                    503,
+                    "the event could not be stored; retry later",
+                    headers={"Retry-After": RETRY_AFTER_SECONDS},
+                ), types
+            self.metrics.publish_duration.observe(time.perf_counter() - started)
+            for identity in identities:
+                self.recent.add(identity)
+        body = {"accepted": len(events), "published": len(outgoing), "ids": [e.id for e in events]}
+        return Response(orjson.dumps(body), status_code=202, media_type="application/json"), types
+
+
+def create_app(
+    settings: Settings, *, broker: Broker | None = None, metrics: Metrics | None = None
+) -> Starlette:
+    """The receiver ASGI app. Without `broker`, the lifespan opens (and closes) one."""
+    metrics = metrics or create_metrics()
+    topology = build(settings.amqp_prefix, settings.retry_delays_seconds, settings.delivery_limit)
+    owned = broker is None
+    the_broker = broker or Broker(
+        settings.amqp_url.get_secret_value(),
+        topology,
+        publish_timeout=settings.publish_timeout_seconds,
+        name="payrelay-receiver",
+    )
+    ingest = Ingest(settings, the_broker, topology, metrics)
+    document = orjson.dumps(openapi_document(settings))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if owned:
+            await the_broker.start(wait=5.0)
+        try:
+            yield
+        finally:
+            if owned:
+                await the_broker.stop()
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        if the_broker.ready:
+            return JSONResponse({"status": "ready", "broker": "open"})
+        return JSONResponse({"status": "not ready", "broker": "closed"}, status_code=503)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    async def openapi(request: Request) -> Response:
+        return Response(document, media_type="application/json")
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return problem(exc.status_code, str(exc.detail), headers=exc.headers)
+
+    app = Starlette(
+        exception_handlers={HTTPException: http_error},
+        routes=[
+            Route("/v1/ingest/{source}", ingest.handle, methods=["POST"]),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics_endpoint),
+            Route("/openapi.json", openapi),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.broker = the_broker
+    app.state.metrics = metrics
+    return app
