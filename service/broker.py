@@ -133,6 +133,10 @@ class Broker:
             await asyncio.sleep(self.reconnect_seconds)
 
     async def _session(self, connection: AbstractConnection) -> None:
+        # A plain connection only resolves `closed()` on an explicit close; a lost transport is
+        # reported through close_callbacks, so wait on those.
+        lost = asyncio.Event()
+        connection.close_callbacks.add(lambda *_: lost.set())
         self.connection = connection
         setup = await connection.channel()
         await declare(setup, self.topology)
@@ -143,7 +147,8 @@ class Broker:
             await self.on_connect(connection)
         self._connected.set()
         log.info("connected to the broker")
-        await connection.closed()
+        await lost.wait()
+        self._connected.clear()
         log.warning("broker connection closed; reconnecting")
 
     async def _open_channel(self) -> AbstractChannel:

@@ -111,10 +111,15 @@ def parse_time(value: Any) -> datetime:
         raise ValueError("must be an RFC 3339 date-time such as 2026-11-25T10:00:00Z")
     try:
         if len(value) == 10:
-            return datetime.combine(date.fromisoformat(value), time(), UTC)
-        return datetime.fromisoformat(value.replace("z", "Z")).astimezone(UTC)
-    except ValueError:
+            parsed = datetime.combine(date.fromisoformat(value), time(), UTC)
+        else:
+            parsed = datetime.fromisoformat(value.replace("z", "Z")).astimezone(UTC)
+    except (ValueError, OverflowError):
         raise ValueError("must be a real calendar date and time") from None
+    # Chargebee takes Unix timestamps; nothing before the epoch can be a payment we record.
+    if parsed.year < 1970:
+        raise ValueError("must be after 1970-01-01")
+    return parsed
 
 
 def _text(

@@ -30,6 +30,10 @@ class AmountError(ValueError):
     """An amount or currency that cannot be recorded; the message says why."""
 
 
+def known_currencies() -> list[str]:
+    return sorted(_EXPONENTS)
+
+
 def exponent(currency: str) -> int:
     """The number of minor-unit digits of an ISO 4217 code, e.g. USD 2, JPY 0, BHD 3."""
     digits = _EXPONENTS.get(currency)

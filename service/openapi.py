@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.money import known_currencies
 from service.settings import Settings
 
 _DECIMAL = {"type": "string", "pattern": r"^\d{1,15}(\.\d+)?$", "examples": ["1250.00"]}
@@ -22,10 +23,10 @@ _PARTY = {
 }
 _COMMON_DATA = {
     "amount": _DECIMAL,
-    "currency": {"type": "string", "pattern": "^[A-Z]{3}$", "examples": ["USD"]},
+    "currency": {"type": "string", "enum": known_currencies(), "examples": ["USD"]},
     "invoice_id": {"type": "string", "pattern": r"^[A-Za-z0-9_.\-]{1,50}$"},
-    "remittance_information": {"type": "string", "minLength": 1, "maxLength": 2000},
-    "memo": {"type": "string", "minLength": 1, "maxLength": 2000},
+    "remittance_information": {"type": "string", "pattern": r"\S", "maxLength": 2000},
+    "memo": {"type": "string", "pattern": r"\S", "maxLength": 2000},
     "payer": _PARTY,
 }
 
@@ -47,7 +48,7 @@ def _event(event_type: str, reference: str, when: str, extra: dict[str, Any]) ->
                 "properties": {
                     **_COMMON_DATA,
                     when: _TIME,
-                    reference: {"type": "string", "minLength": 1, "maxLength": 100},
+                    reference: {"type": "string", "pattern": r"\S", "maxLength": 100},
                     **extra,
                 },
             },

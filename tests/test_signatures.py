@@ -86,7 +86,9 @@ def test_tolerance_is_per_verifier() -> None:
         ("m", str(NOW), "v1," + base64.b64encode(b"\0" * 32).decode()),
     ],
 )
-def test_malformed_headers_are_signature_errors(msg_id: str | None, timestamp: str | None, signature: str | None) -> None:
+def test_malformed_headers_are_signature_errors(
+    msg_id: str | None, timestamp: str | None, signature: str | None
+) -> None:
     """Every malformed header variant is a SignatureError (a 401), never another exception."""
     with pytest.raises(SignatureError):
         verifier(SECRET).verify(msg_id, timestamp, signature, BODY, NOW)

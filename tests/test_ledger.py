@@ -1,0 +1,310 @@
+"""The ledger against a real SQLite file and the real PostgreSQL on 127.0.0.1:5432.
+
+Every behaviour runs on both backends. PostgreSQL tests are isolated by a fresh schema per test
+(`Ledger.open(url, schema=...)`, which sets the connections' search_path), dropped afterwards.
+They fail, never skip, when the server is not there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from service.ledger import Claim, Entry, EventKey, Ledger, Recorded, async_url
+
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+KEY: EventKey = ("acme-bank", "urn:acme:core-banking", "evt-1")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where one test's ledger lives; `open()` gives another instance (own engine) on the same data."""
+
+    url: str
+    schema: str | None = None
+
+    async def open(self) -> Ledger:
+        return await Ledger.open(self.url, schema=self.schema)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    if request.param == "sqlite":
+        yield Backend(f"sqlite:///{tmp_path}/ledger.db")
+        return
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    yield Backend(POSTGRES_URL, schema)
+    conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def ledger(backend: Backend) -> AsyncIterator[Ledger]:
+    opened = await backend.open()
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def recorded(transaction_id: str = "txn_1", invoice_id: str = "INV-1") -> Recorded:
+    return Recorded(
+        transaction_id=transaction_id,
+        invoice_id=invoice_id,
+        invoice_status="paid",
+        amount_due=0,
+        amount=125_000,
+        currency="USD",
+        recorded_at=datetime(2025, 1, 2, 3, 4, 5, 678_000, tzinfo=UTC),
+        confirmation=b'{"payment.recorded": {"id": "c-1"}}',
+    )
+
+
+async def stored(ledger: Ledger, key: EventKey = KEY) -> Entry:
+    entry = await ledger.get(key)
+    assert entry is not None, f"no ledger entry for {key}"
+    return entry
+
+
+async def claim(ledger: Ledger, owner: str = "w1", key: EventKey = KEY, **kwargs: object) -> Claim:
+    options: dict[str, object] = {"lease_seconds": 60.0, "invoice_id": "INV-1"} | kwargs
+    return await ledger.claim(key, owner=owner, **options)  # type: ignore[arg-type]
+
+
+async def test_new_event_is_claimed_with_one_attempt(ledger: Ledger) -> None:
+    """A first claim inserts the event in progress, attempt 1, with its invoice and generation."""
+    assert await claim(ledger, generation=2) == Claim("claimed", 1)
+    entry = await stored(ledger)
+    assert (entry.state, entry.attempts, entry.invoice_id, entry.generation) == ("in_progress", 1, "INV-1", 2)
+
+
+async def test_recorded_event_short_circuits_with_the_stored_outcome(ledger: Ledger) -> None:
+    """A claim of a recorded event changes nothing and returns exactly what was stored."""
+    await claim(ledger)
+    await ledger.record_success(KEY, recorded(), owner="w1")
+    assert await claim(ledger, owner="w2") == Claim("recorded", 1, recorded())
+    entry = await stored(ledger)
+    assert (entry.state, entry.attempts) == ("recorded", 1)
+
+
+async def test_live_lease_of_another_owner_is_busy(ledger: Ledger) -> None:
+    """Another owner inside the lease gets "busy" and takes nothing."""
+    await claim(ledger, owner="w1")
+    assert await claim(ledger, owner="w2") == Claim("busy", 1)
+    entry = await stored(ledger)
+    assert entry.attempts == 1
+
+
+async def test_owner_reclaims_its_own_lease(ledger: Ledger) -> None:
+    """The lease holder claiming again (its own retry) is a new attempt."""
+    await claim(ledger, owner="w1")
+    assert await claim(ledger, owner="w1") == Claim("claimed", 2)
+
+
+async def test_expired_lease_is_taken_over(ledger: Ledger) -> None:
+    """Once the holder's lease has run out (it crashed), another owner takes the event."""
+    await claim(ledger, owner="w1", lease_seconds=0.01)
+    await asyncio.sleep(0.05)
+    assert await claim(ledger, owner="w2") == Claim("claimed", 2)
+    # ...and now w2 holds a live lease against w1.
+    assert await claim(ledger, owner="w1") == Claim("busy", 2)
+
+
+async def test_transient_failure_is_reclaimed_for_retry(ledger: Ledger) -> None:
+    """A `failed` event (waiting for a retry) is claimable by any owner, with the attempt counted."""
+    await claim(ledger, owner="w1")
+    await ledger.record_failure(KEY, owner="w1", error="503 from Chargebee", reason=None, final=False)
+    entry = await stored(ledger)
+    assert (entry.state, entry.last_error) == ("failed", "503 from Chargebee")
+    assert await claim(ledger, owner="w2") == Claim("claimed", 2)
+
+
+async def test_dead_lettered_event_is_reclaimed_by_a_replay_with_its_generation(ledger: Ledger) -> None:
+    """A replay takes a dead-lettered event, records the new generation and a corrected invoice."""
+    await claim(ledger, owner="w1", invoice_id=None)
+    await ledger.record_failure(
+        KEY, owner="w1", error="no invoice in remittance", reason="unmatched_invoice", final=True
+    )
+    entry = await stored(ledger)
+    assert (entry.state, entry.reason) == ("dead_lettered", "unmatched_invoice")
+    assert await claim(ledger, owner="w2", invoice_id="INV-9", generation=1) == Claim("claimed", 2)
+    entry = await stored(ledger)
+    assert (entry.state, entry.generation, entry.invoice_id) == ("in_progress", 1, "INV-9")
+
+
+async def test_record_success_keeps_the_first_outcome(ledger: Ledger) -> None:
+    """Recording again, even with different data, never overwrites what was recorded first."""
+    await claim(ledger)
+    await ledger.record_success(KEY, recorded("txn_first"), owner="w1")
+    await ledger.record_success(KEY, recorded("txn_first"), owner="w1")
+    await ledger.record_success(KEY, recorded("txn_second", invoice_id="INV-2"), owner="w2")
+    result = await claim(ledger, owner="w3")
+    assert result == Claim("recorded", 1, recorded("txn_first"))
+
+
+async def test_record_failure_never_downgrades_a_recorded_event(ledger: Ledger) -> None:
+    """A late failure report for a recorded event leaves it recorded."""
+    await claim(ledger)
+    await ledger.record_success(KEY, recorded(), owner="w1")
+    await ledger.record_failure(KEY, owner="w1", error="timeout", reason=None, final=True)
+    entry = await stored(ledger)
+    assert entry.state == "recorded" and entry.last_error is None
+
+
+async def test_failure_from_an_owner_that_lost_its_lease_is_ignored(ledger: Ledger) -> None:
+    """A stale owner's failure does not free an event another owner is working on."""
+    await claim(ledger, owner="w1", lease_seconds=0.01)
+    await asyncio.sleep(0.05)
+    await claim(ledger, owner="w2")
+    await ledger.record_failure(KEY, owner="w1", error="timeout", reason=None, final=False)
+    entry = await stored(ledger)
+    assert entry.state == "in_progress"
+    assert await claim(ledger, owner="w3") == Claim("busy", 2)
+
+
+async def test_failure_before_any_claim_is_kept_and_replayable(ledger: Ledger) -> None:
+    """An event dead-lettered without a claim (say, invalid) is listed with 0 attempts; a replay claims it."""
+    await ledger.record_failure(KEY, owner="w1", error="bad amount", reason="invalid_event", final=True)
+    entry = await stored(ledger)
+    assert (entry.state, entry.attempts, entry.reason) == ("dead_lettered", 0, "invalid_event")
+    assert await claim(ledger, owner="w2", generation=1) == Claim("claimed", 1)
+
+
+async def test_concurrent_claims_have_exactly_one_winner(backend: Backend, ledger: Ledger) -> None:
+    """20 owners claiming one event at once, through two ledgers (engines) on one database: one wins."""
+    other = await backend.open()
+    try:
+        results = await asyncio.gather(*(claim(ledger if i % 2 else other, owner=f"w{i}") for i in range(20)))
+    finally:
+        await other.close()
+    assert sorted(r.status for r in results) == ["busy"] * 19 + ["claimed"]
+    assert all(r.attempts == 1 for r in results)
+
+
+async def test_cleanup_deletes_entries_past_retention(ledger: Ledger) -> None:
+    """Entries of any state not updated within the retention are deleted; newer ones stay."""
+    old, new = ("acme-bank", "urn:acme", "old"), ("acme-bank", "urn:acme", "new")
+    await claim(ledger, key=old)
+    await ledger.record_success(old, recorded(), owner="w1")
+    await claim(ledger, key=new)
+    old_at, new_at = (await stored(ledger, old)).updated_at, (await stored(ledger, new)).updated_at
+    now = old_at + timedelta(days=30) + (new_at - old_at) / 2
+    assert await ledger.cleanup(retention_days=30, now=now) == 1
+    assert await ledger.get(old) is None and await ledger.get(new) is not None
+    assert await ledger.cleanup(retention_days=30, now=now) == 0
+
+
+async def test_find_by_invoice_and_by_event_id(ledger: Ledger) -> None:
+    """find() filters by invoice id, by CloudEvent id, or by both."""
+    a, b, c = (("acme-bank", "urn:acme", f"evt-{n}") for n in "abc")
+    await claim(ledger, key=a, invoice_id="INV-1")
+    await claim(ledger, key=b, invoice_id="INV-1")
+    await claim(ledger, key=c, invoice_id="INV-2")
+    assert {e.key for e in await ledger.find(invoice_id="INV-1")} == {a, b}
+    assert [e.key for e in await ledger.find(event_id="evt-c")] == [c]
+    assert await ledger.find(invoice_id="INV-1", event_id="evt-c") == []
+    assert len(await ledger.find(invoice_id="INV-1", limit=1)) == 1
+
+
+async def test_recent_lists_newest_updated_first(ledger: Ledger) -> None:
+    """recent() orders by last update, so an older event updated later comes first."""
+    keys = [("acme-bank", "urn:acme", f"evt-{n}") for n in range(3)]
+    for key in keys:
+        await claim(ledger, key=key)
+    await ledger.record_success(keys[0], recorded(), owner="w1")
+    assert [e.key for e in await ledger.recent()] == [keys[0], keys[2], keys[1]]
+    assert [e.key for e in await ledger.recent(limit=2)] == [keys[0], keys[2]]
+
+
+async def test_counts_since_counts_states_updated_since(ledger: Ledger) -> None:
+    """counts_since() counts entries per state among those updated at or after the given time."""
+    keys = [("acme-bank", "urn:acme", f"evt-{n}") for n in range(4)]
+    for key in keys:
+        await claim(ledger, key=key)
+    await ledger.record_success(keys[0], recorded(), owner="w1")
+    await ledger.record_failure(keys[1], owner="w1", error="503", reason=None, final=False)
+    await ledger.record_failure(keys[2], owner="w1", error="404", reason="invoice_not_found", final=True)
+    assert await ledger.counts_since(datetime.now(UTC) - timedelta(minutes=1)) == {
+        "recorded": 1,
+        "failed": 1,
+        "dead_lettered": 1,
+        "in_progress": 1,
+    }
+    assert await ledger.counts_since(datetime.now(UTC) + timedelta(seconds=1)) == {}
+
+
+async def test_times_are_aware_utc(ledger: Ledger) -> None:
+    """Every time read back is timezone-aware UTC, whatever the backend stores."""
+    await claim(ledger)
+    await ledger.record_success(KEY, recorded(), owner="w1")
+    entry = await stored(ledger)
+    result = await claim(ledger)
+    assert result.recorded is not None
+    for moment in (entry.created_at, entry.updated_at, result.recorded.recorded_at):
+        assert moment.utcoffset() == timedelta(0)
+    assert abs(entry.updated_at - datetime.now(UTC)) < timedelta(minutes=1)
+
+
+async def test_naive_times_are_refused(ledger: Ledger) -> None:
+    """A naive datetime is ambiguous, so the ledger refuses it rather than guess its zone."""
+    with pytest.raises(ValueError, match="naive"):
+        await ledger.counts_since(datetime.now())
+
+
+async def test_audit_is_appended_and_listed_newest_first(ledger: Ledger) -> None:
+    """Audit records come back newest first with all their fields."""
+    await ledger.append_audit(
+        actor="alice", action="replay", selector="reason=x", count=3, details={"a": [1]}
+    )
+    await ledger.append_audit(actor="bob", action="purge", selector="all", count=7)
+    records = await ledger.audit()
+    assert [(r.actor, r.action, r.selector, r.count, r.details) for r in records] == [
+        ("bob", "purge", "all", 7, {}),
+        ("alice", "replay", "reason=x", 3, {"a": [1]}),
+    ]
+    assert records[0].id > records[1].id and records[0].at.utcoffset() == timedelta(0)
+    assert len(await ledger.audit(limit=1)) == 1
+
+
+async def test_reopening_keeps_the_data(backend: Backend, ledger: Ledger) -> None:
+    """Opening an existing ledger again creates nothing new and sees the stored outcomes."""
+    await claim(ledger)
+    await ledger.record_success(KEY, recorded(), owner="w1")
+    again = await backend.open()
+    try:
+        assert await claim(again, owner="w2") == Claim("recorded", 1, recorded())
+    finally:
+        await again.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite:///payrelay-ledger.db", "sqlite+aiosqlite:///payrelay-ledger.db"),
+        ("sqlite:////var/lib/payrelay/ledger.db", "sqlite+aiosqlite:////var/lib/payrelay/ledger.db"),
+        ("postgresql://payrelay@db:5432/payrelay", "postgresql+asyncpg://payrelay@db:5432/payrelay"),
+        ("postgres://u:p@db/payrelay", "postgresql+asyncpg://u:p@db/payrelay"),
+    ],
+)
+def test_ledger_urls_become_async_driver_urls(url: str, expected: str) -> None:
+    """sqlite:// and postgresql:// (or postgres://) URLs map to the aiosqlite and asyncpg drivers."""
+    assert async_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql://u@db/x", "redis://127.0.0.1:6379/0", "not a url", "sqlite://", "sqlite://host/x.db"]
+)
+def test_unsupported_ledger_url_is_a_clear_value_error(url: str) -> None:
+    """Anything but a SQLite file or a PostgreSQL URL is a ValueError naming the accepted forms."""
+    with pytest.raises(ValueError, match=r"sqlite:///path/to/file\.db"):
+        async_url(url)
