@@ -32,7 +32,7 @@ class BrokerUnavailable(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """One message to publish persistently, with confirms, as mandatory."""
+    """One message to publish persistently, with confirms."""
 
     exchange: str
     routing_key: str
@@ -41,6 +41,9 @@ class Outgoing:
     headers: dict[str, Any] = field(default_factory=dict)
     content_type: str = CLOUDEVENTS_JSON
     type: str | None = None
+    expiration: float | None = None  # seconds; per-message TTL for retry tiers
+    # Unroutable counts as failure, except where having no listener is normal (confirmations).
+    mandatory: bool = True
 
 
 OnConnect = Callable[[AbstractConnection], Awaitable[None]]
@@ -200,9 +203,10 @@ class Broker:
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 headers=message.headers,
                 type=message.type,
+                expiration=message.expiration,
             ),
             routing_key=message.routing_key,
-            mandatory=True,
+            mandatory=message.mandatory,
         )
 
     async def queue_counts(self, name: str) -> tuple[int, int]:

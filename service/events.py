@@ -21,7 +21,7 @@ STRUCTURED = ("application/cloudevents+json", "application/json")
 BATCH = "application/cloudevents-batch+json"
 
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2}))?$")
-_INVOICE_ID = re.compile(r"^(?!\.+$)[A-Za-z0-9_.\-]{1,50}$")
+INVOICE_ID = re.compile(r"^(?!\.+$)[A-Za-z0-9_.\-]{1,50}$")
 _LAST4 = re.compile(r"^\d{4}$")
 _ROUTING = re.compile(r"^\d{9}$")
 _MAX_TEXT = 2000
@@ -187,7 +187,7 @@ def _payment(event_type: str, data: dict[str, Any], errors: list[FieldError]) ->
             errors.append(FieldError(f"data.{time_key}", str(exc)))
     reference = _text(data, reference_key, errors, limit=_MAX_REFERENCE, required=True)
     invoice_id = data.get("invoice_id")
-    if invoice_id is not None and (not isinstance(invoice_id, str) or not _INVOICE_ID.match(invoice_id)):
+    if invoice_id is not None and (not isinstance(invoice_id, str) or not INVOICE_ID.match(invoice_id)):
         errors.append(FieldError("data.invoice_id", "must be 1-50 letters, digits, '_', '-' or '.'"))
     remittance = _text(data, "remittance_information", errors, limit=_MAX_TEXT, required=False)
     memo = _text(data, "memo", errors, limit=_MAX_TEXT, required=False)

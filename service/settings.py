@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     auth_retry_seconds: float = Field(default=30.0, gt=0)
     ledger_url: str = "sqlite:///payrelay-ledger.db"
     ledger_retention_days: int = Field(default=30, ge=1)
+    # How long a consumer may hold an event before another replica may take it over.
+    ledger_lease_seconds: float = Field(default=90.0, gt=0)
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0)
     metrics_port: int = Field(default=9102, ge=0, le=65535)
 
     # Ops

@@ -1,6 +1,6 @@
 """`payrelay`: the composition root, where settings are loaded and every role is started.
 
-The one module where `service` and `consumers` meet (the layering test knows). Each command is a
+The one package where `service` and `consumers` meet (the layering test knows). Each command is a
 thin shell over an importable async function and returns an exit code.
 """
 
@@ -63,6 +63,39 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(send_from_args(args, settings))
 
 
+def cmd_consumer(args: argparse.Namespace, settings: Settings) -> int:
+    from consumers.app import run
+    from service.serving import stop_on_signals
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        await run(settings, stop, host=args.host, port=args.port)
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
+    from service.chargebee_sandbox import SandboxConfig, create_app
+
+    config = SandboxConfig(api_key=args.api_key, latency_ms=args.latency_ms, rate_limit=args.rate_limit)
+    log.info("Chargebee sandbox on http://%s:%d (API key %r)", args.host, args.port, args.api_key)
+    return _serve(create_app(config), args.host, args.port)
+
+
+def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
+    from service.cli.dev import run_dev
+
+    return asyncio.run(run_dev(args))
+
+
+def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    from service.cli.check import run_checks
+
+    return asyncio.run(run_checks(settings))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="payrelay", description=__doc__.splitlines()[0] if __doc__ else None
@@ -79,6 +112,32 @@ def build_parser() -> argparse.ArgumentParser:
     topology_sub = topology.add_subparsers(dest="topology_command", required=True, metavar="ACTION")
     declare = topology_sub.add_parser("declare", help="declare every exchange and queue, idempotently")
     declare.set_defaults(run=cmd_topology)
+
+    consumer = sub.add_parser("consumer", help="the record-payment consumer (health and metrics on --port)")
+    consumer.add_argument("--host", default="127.0.0.1", help="where /healthz, /readyz and /metrics listen")
+    consumer.add_argument("--port", type=int, default=None, help="default: PAYRELAY_METRICS_PORT (9102)")
+    consumer.set_defaults(run=cmd_consumer)
+
+    sandbox = sub.add_parser(
+        "sandbox", help="a local Chargebee stand-in (invoices, errors, idempotency, faults)"
+    )
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=8090)
+    sandbox.add_argument("--api-key", default="test_sandbox_key")
+    sandbox.add_argument("--latency-ms", type=float, default=0.0)
+    sandbox.add_argument("--rate-limit", type=int, default=0, help="requests per minute, 0 = unlimited")
+    sandbox.set_defaults(run=cmd_sandbox)
+
+    dev = sub.add_parser("dev", help="everything at once against the sandbox and SQLite")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=8080, help="the receiver's port; the others follow it")
+    dev.add_argument("--ledger", default="payrelay-dev.db", help="the SQLite ledger file")
+    dev.set_defaults(run=cmd_dev)
+
+    check = sub.add_parser(
+        "check", help="validate configuration and reach the broker, the ledger and Chargebee"
+    )
+    check.set_defaults(run=cmd_check)
 
     send = sub.add_parser("send", help="sign an event (or a JSON file of events) and post it")
     send.add_argument("file", nargs="?", help="a JSON file with one event or an array (a batch); - for stdin")

@@ -1,0 +1,100 @@
+"""`payrelay dev`: the receiver, the consumer, the ops app and the Chargebee sandbox in one process.
+
+For a newcomer's first five minutes: the local RabbitMQ, a SQLite ledger, the sandbox's demo
+invoices, one source (`acme-bank`) with a development-only secret, and a ready-to-paste
+`payrelay send` command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from consumers.app import run as run_consumer
+from service.chargebee_sandbox import SandboxConfig
+from service.chargebee_sandbox import create_app as create_sandbox
+from service.receiver import create_app as create_receiver
+from service.serving import serve_until, stop_on_signals
+from service.settings import Settings, SourceSettings, load_settings
+
+log = logging.getLogger("payrelay.dev")
+
+# Not a secret: it exists so that `payrelay dev` works out of the box, and only on loopback.
+DEV_SECRET = "whsec_ZGV2LW9ubHktc2VjcmV0LWRvLW5vdC11c2U="
+DEV_ADMIN_TOKEN = "dev-admin-token"
+SANDBOX_KEY = "test_sandbox_key"
+
+
+def dev_settings(args: argparse.Namespace, sandbox_port: int) -> Settings:
+    return load_settings(
+        chargebee_base_url=f"http://{args.host}:{sandbox_port}",
+        chargebee_api_key=SANDBOX_KEY,
+        ledger_url=f"sqlite:///{args.ledger}",
+        admin_token=DEV_ADMIN_TOKEN,
+        sources={"acme-bank": SourceSettings(secrets=[DEV_SECRET], invoice_pattern=r"\bINV-\d+\b")},
+    )
+
+
+def banner(args: argparse.Namespace, ports: dict[str, int]) -> str:
+    base = f"http://{args.host}"
+    return f"""
+payrelay dev is running (Ctrl-C stops everything)
+
+  receiver   {base}:{ports["receiver"]}/v1/ingest/acme-bank   (openapi: /openapi.json, metrics: /metrics)
+  ops        {base}:{ports["ops"]}/   admin token: {DEV_ADMIN_TOKEN}
+  consumer   {base}:{ports["consumer"]}/metrics  /readyz
+  sandbox    {base}:{ports["sandbox"]}/api/v1
+             invoices INV-1001..INV-1010 (USD), INV-2001 (JPY), INV-3001 (BHD)
+  ledger     {args.ledger} (SQLite)
+
+Send a signed bank deposit for INV-1001 (in another terminal):
+
+  .venv/bin/payrelay send --url {base}:{ports["receiver"]} --source acme-bank \\
+      --secret {DEV_SECRET} --invoice INV-1001 --amount 25.00
+
+or let payrelay find the invoice in the remittance text:
+
+  .venv/bin/payrelay send --url {base}:{ports["receiver"]} --source acme-bank \\
+      --secret {DEV_SECRET} --remittance "Payment for INV-1002, thanks" --amount 125.50
+
+See what Chargebee received:  curl -s {base}:{ports["sandbox"]}/sandbox/requests
+"""
+
+
+async def run_dev(args: argparse.Namespace) -> int:
+    ports = {
+        "receiver": args.port,
+        "ops": args.port + 1,
+        "sandbox": args.port + 10,
+        "consumer": args.port + 1022,
+    }
+    settings = dev_settings(args, ports["sandbox"])
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    tasks = [
+        asyncio.create_task(
+            serve_until(create_sandbox(SandboxConfig(api_key=SANDBOX_KEY)), args.host, ports["sandbox"], stop)
+        ),
+        asyncio.create_task(serve_until(create_receiver(settings), args.host, ports["receiver"], stop)),
+        asyncio.create_task(run_consumer(settings, stop, host=args.host, port=ports["consumer"])),
+    ]
+    tasks.extend(_ops_tasks(settings, args.host, ports["ops"], stop))
+    await asyncio.sleep(1.0)
+    if not any(t.done() for t in tasks):
+        print(banner(args, ports), flush=True)
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    failed = [t.exception() for t in done if not t.cancelled() and t.exception() is not None]
+    for exc in failed:
+        log.error("a dev component failed: %s", exc)
+    return 1 if failed else 0
+
+
+def _ops_tasks(settings: Settings, host: str, port: int, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+    try:
+        from service.ops.app import create_app as create_ops
+    except ImportError:  # the ops app is optional in dev until it is installed
+        return []
+    return [asyncio.create_task(serve_until(create_ops(settings), host, port, stop))]
