@@ -201,7 +201,7 @@ async def test_exhausted_retries_are_dead_lettered(pipe: Pipeline) -> None:
 async def test_permanent_failures_are_dead_lettered_with_reason(
     pipe: Pipeline, invoice: str | None, reason: str
 ) -> None:
-    """Unknown invoice, voided invoice, no invoice at all: each lands in the dead-letter queue with its reason."""
+    """Unknown invoice, voided invoice, no invoice at all: each is dead-lettered with its reason."""
     event = deposit(invoice, remittance="no reference here")
     await pipe.send(event)
     [dead] = await pipe.dead_letters(1)
