@@ -125,6 +125,8 @@ class Settings(BaseSettings):
 
     # Ops
     admin_token: SecretStr | None = None
+    # RabbitMQ's management API (unacked counts and rates); credentials come from amqp_url.
+    amqp_management_url: str | None = Field(default=None, pattern=r"^https?://[^/\s]+$")
 
     # The parsed TOML file, set on a subclass by load_settings; empty when built directly.
     toml_data: ClassVar[dict[str, Any]] = {}

@@ -25,6 +25,7 @@ from aio_pika.abc import AbstractChannel
 
 EVENT_TYPES = ("bank.deposit", "check.scan")
 CONFIRMATION_TYPES = ("payment.recorded", "invoice.paid")
+DEAD_LETTER_DELIVERY_LIMIT = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +91,9 @@ def build(prefix: str, retry_delays: list[int] | tuple[int, ...], delivery_limit
             work,
             {**quorum, **safe_dlx, "x-delivery-limit": delivery_limit, "x-dead-letter-exchange": dead},
         ),
-        Queue(dead, dict(quorum)),
+        # Browsing returns messages unacked, which counts as a delivery: a dead-letter queue must
+        # never drop a message because an operator looked at it (RabbitMQ 4 defaults to 20).
+        Queue(dead, {**quorum, "x-delivery-limit": DEAD_LETTER_DELIVERY_LIMIT}),
         *(
             Queue(
                 tier.queue,

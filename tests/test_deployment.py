@@ -253,13 +253,11 @@ def test_kustomize_renders_everything_into_the_payrelay_namespace(build: str) ->
     objects = render(build)
     assert objects
     for obj in objects:
+        where, meta = f"{obj['kind']}/{obj['metadata']['name']}", obj["metadata"]
         if obj["kind"] != "Namespace":
-            assert obj["metadata"].get("namespace") == NAMESPACE, f"{obj['kind']}/{obj['metadata']['name']}"
-    for obj in objects:
+            assert meta.get("namespace") == NAMESPACE, where
         if obj["kind"] != "RabbitmqCluster":  # the operator labels that one's children itself
-            assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "payrelay", obj["metadata"][
-                "name"
-            ]
+            assert meta["labels"]["app.kubernetes.io/part-of"] == "payrelay", where
 
 
 @pytest.mark.parametrize("build", BUILDS)
