@@ -39,21 +39,23 @@ class RateLimiter:
     def __init__(self, per_minute: int, metrics: Metrics | None = None) -> None:
         # A hair over 60/N so that clock granularity can never fit N+1 requests in a minute.
         self.interval = 60.0 / per_minute * 1.001 if per_minute > 0 else 0.0
-        self._next = 0.0
+        self._last = -float("inf")
+        self._lock = asyncio.Lock()
         self._metrics = metrics
 
     async def acquire(self) -> None:
         if not self.interval:
             return
-        now = time.monotonic()
-        slot = max(now, self._next)
-        # Reserve the slot before sleeping: no await between reading and moving `_next`.
-        self._next = slot + self.interval
-        wait = slot - now
+        started = time.monotonic()
+        # One caller at a time, in arrival order; the next permit is spaced from the moment this
+        # one is actually granted, so a timer that fires late can never bunch two permits up.
+        async with self._lock:
+            # A deadline, not an event to wait for: loop because sleep may wake a hair early.
+            while (wait := self._last + self.interval - time.monotonic()) > 0:  # noqa: ASYNC110
+                await asyncio.sleep(wait)
+            self._last = time.monotonic()
         if self._metrics is not None:
-            self._metrics.rate_limit_wait.observe(wait)
-        if wait > 0:
-            await asyncio.sleep(wait)
+            self._metrics.rate_limit_wait.observe(self._last - started)
 
 
 class Invoice(BaseModel):

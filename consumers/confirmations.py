@@ -21,7 +21,8 @@ _NAMESPACE = uuid.UUID("6f1c7a52-2b0e-4d55-9a53-5d0f4a3f2b61")
 
 
 def confirmation_id(key: EventKey, event_type: str) -> str:
-    return str(uuid.uuid5(_NAMESPACE, "\x1f".join((*key, event_type))))
+    # JSON keeps the parts apart whatever characters they hold.
+    return str(uuid.uuid5(_NAMESPACE, orjson.dumps([*key, event_type]).decode()))
 
 
 def _rfc3339(moment: datetime) -> str:

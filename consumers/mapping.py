@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+import orjson
+
 from service.events import INVOICE_ID, Payment
 from service.settings import Settings
 
@@ -52,7 +54,8 @@ def find_invoice(payment: Payment, pattern: str) -> str | None:
 
 def idempotency_key(key: EventKey, generation: int) -> str:
     """Stable per event identity and replay generation; Chargebee keys are at most 100 chars."""
-    digest = hashlib.sha256("\x1f".join(key).encode()).hexdigest()[:48]
+    # JSON keeps the three parts apart whatever characters they hold.
+    digest = hashlib.sha256(orjson.dumps(list(key))).hexdigest()[:48]
     return f"payrelay-{digest}-g{generation}"
 
 

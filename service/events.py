@@ -20,10 +20,10 @@ EVENT_TYPES = ("bank.deposit", "check.scan")
 STRUCTURED = ("application/cloudevents+json", "application/json")
 BATCH = "application/cloudevents-batch+json"
 
-_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2}))?$")
-INVOICE_ID = re.compile(r"^(?!\.+$)[A-Za-z0-9_.\-]{1,50}$")
-_LAST4 = re.compile(r"^\d{4}$")
-_ROUTING = re.compile(r"^\d{9}$")
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2}))?\Z")
+INVOICE_ID = re.compile(r"^(?!\.+\Z)[A-Za-z0-9_.\-]{1,50}\Z")
+_LAST4 = re.compile(r"^\d{4}\Z")
+_ROUTING = re.compile(r"^\d{9}\Z")
 _MAX_TEXT = 2000
 _MAX_REFERENCE = 100
 

@@ -45,7 +45,7 @@ _SQLITE_BUSY_TIMEOUT_MS = 10_000
 _DDL_LOCK_KEY = 0x70617972656C6179  # "payrelay": replicas starting together create the tables once
 _CLAIM_TRIES = 3
 _MAX_ERROR_CHARS = 4000
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
 
 
 @dataclass(frozen=True, slots=True)

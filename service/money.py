@@ -23,7 +23,7 @@ _EXPONENTS.update({code: 3 for code in "BHD IQD JOD KWD LYD OMR TND".split()})
 _EXPONENTS.update({"CLF": 4, "UYW": 4})
 
 # Digits before the point are capped so that no amount overflows a signed 64-bit integer.
-_AMOUNT = re.compile(r"^(\d{1,15})(?:\.(\d+))?$")
+_AMOUNT = re.compile(r"^(\d{1,15})(?:\.(\d+))?\Z")
 
 
 class AmountError(ValueError):

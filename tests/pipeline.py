@@ -154,3 +154,38 @@ async def pipeline(
             aiohttp.ClientSession() as http,
         ):
             yield Pipeline(settings, receiver_url, sandbox_url, http, amqp, capture, worker)
+
+
+async def put_dead_letter(
+    amqp: aio_pika.abc.AbstractConnection,
+    prefix: str,
+    event: dict[str, Any],
+    *,
+    reason: str = "unmatched_invoice",
+    error: str = "no invoice found",
+    attempts: int = 1,
+    origin: str = "acme-bank",
+    failed_at: str = "2026-11-25T10:00:00Z",
+    chargebee: dict[str, Any] | None = None,
+) -> None:
+    """A dead letter exactly as the consumer writes one (same exchange, same headers)."""
+    headers: dict[str, Any] = {
+        "x-payrelay-source": origin,
+        "x-payrelay-reason": reason,
+        "x-payrelay-error": error,
+        "x-payrelay-attempts": attempts,
+        "x-payrelay-failed-at": failed_at,
+    }
+    if chargebee is not None:
+        headers["x-payrelay-chargebee-error"] = orjson.dumps(chargebee).decode()
+    channel = await amqp.channel(publisher_confirms=True)
+    exchange = await channel.get_exchange(f"{prefix}.dead-letter")
+    message = aio_pika.Message(
+        orjson.dumps(event),
+        message_id=event["id"],
+        headers=headers,
+        content_type="application/cloudevents+json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )
+    await exchange.publish(message, routing_key="")
+    await channel.close()

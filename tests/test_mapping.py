@@ -26,13 +26,25 @@ HEADERS = ("chargebee-event-email", "chargebee-event-webhook", "chargebee-event-
 def deposit(**data: Any) -> dict[str, Any]:
     body = {"amount": "1250.00", "currency": "USD", "booked_at": "2026-11-25T10:00:00Z"}
     body |= {"bank_reference": "BR-778"} | data
-    return {"specversion": "1.0", "id": "evt-1", "source": "urn:acme:core", "type": "bank.deposit", "data": body}
+    return {
+        "specversion": "1.0",
+        "id": "evt-1",
+        "source": "urn:acme:core",
+        "type": "bank.deposit",
+        "data": body,
+    }
 
 
 def check(**data: Any) -> dict[str, Any]:
     body = {"amount": "80.00", "currency": "USD", "scanned_at": "2026-11-25T10:00:00Z"}
     body |= {"check_number": "10442"} | data
-    return {"specversion": "1.0", "id": "evt-2", "source": "urn:acme:lockbox", "type": "check.scan", "data": body}
+    return {
+        "specversion": "1.0",
+        "id": "evt-2",
+        "source": "urn:acme:lockbox",
+        "type": "check.scan",
+        "data": body,
+    }
 
 
 def payment(raw: dict[str, Any]) -> Payment:
@@ -237,17 +249,13 @@ def test_source_false_overrides_global_true() -> None:
 
 def test_source_true_overrides_global_false() -> None:
     """A source's True turns on a header the global settings leave off."""
-    config = settings(
-        sources={"acme-bank": source(skip_emails=True, skip_webhooks=True, skip_actions=True)}
-    )
+    config = settings(sources={"acme-bank": source(skip_emails=True, skip_webhooks=True, skip_actions=True)})
     assert skip_headers(config, "acme-bank") == dict.fromkeys(HEADERS, "all-disabled")
 
 
 def test_source_unset_inherits_global() -> None:
     """A source that sets only one flag inherits the others from the global settings."""
-    config = settings(
-        skip_emails=True, skip_actions=True, sources={"acme-bank": source(skip_emails=False)}
-    )
+    config = settings(skip_emails=True, skip_actions=True, sources={"acme-bank": source(skip_emails=False)})
     assert skip_headers(config, "acme-bank") == {"chargebee-event-actions": "all-disabled"}
 
 

@@ -96,6 +96,14 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(run_checks(settings))
 
 
+def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
+    from service.cli.dlq import run
+
+    # Connection notices are noise in a terminal tool; warnings and errors still show.
+    logging.getLogger("payrelay.broker").setLevel(logging.WARNING)
+    return asyncio.run(run(args, settings))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="payrelay", description=__doc__.splitlines()[0] if __doc__ else None
@@ -138,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
         "check", help="validate configuration and reach the broker, the ledger and Chargebee"
     )
     check.set_defaults(run=cmd_check)
+
+    from service.cli.dlq import add_parser as add_dlq_parser
+
+    add_dlq_parser(sub)
+    sub.choices["dlq"].set_defaults(run=cmd_dlq)
 
     send = sub.add_parser("send", help="sign an event (or a JSON file of events) and post it")
     send.add_argument("file", nargs="?", help="a JSON file with one event or an array (a batch); - for stdin")

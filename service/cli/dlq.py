@@ -1,0 +1,348 @@
+"""`payrelay dlq list | show | replay | purge | audit`: the dead-letter queue from a terminal.
+
+Exit codes, for scripts: 0 done (also when nothing matched), 1 not found (`show`), 2 bad usage or
+configuration, 3 refused (no confirmation, or a selector that selects nothing), 4 the broker or
+the ledger failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import getpass
+import re
+import socket
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from service.broker import Broker, BrokerUnavailable
+from service.dead_letters import EDITABLE, DeadLetterQueue, EditError, Filter, Outcome
+from service.ledger import Ledger
+from service.settings import Settings
+from service.topology import build
+
+OK, NOT_FOUND, USAGE, REFUSED, FAILED = 0, 1, 2, 3, 4
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+PAST = {"replay": "replayed", "purge": "purged"}
+
+
+def duration(text: str) -> timedelta:
+    """`90s`, `30m`, `2h`, `7d`."""
+    match = _DURATION.match(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 30m, 2h or 7d")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def assignment(text: str) -> tuple[str, str]:
+    field, sep, value = text.partition("=")
+    if not sep or not field:
+        raise argparse.ArgumentTypeError(f"--set takes FIELD=VALUE, got {text!r}")
+    if field not in EDITABLE:
+        raise argparse.ArgumentTypeError(f"cannot --set {field}; editable: {', '.join(EDITABLE)}")
+    return field, value
+
+
+def rate(text: str) -> float:
+    value = text.removesuffix("/s")
+    try:
+        parsed = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--rate takes messages per second, e.g. 50/s, got {text!r}"
+        ) from None
+    if parsed <= 0:
+        raise argparse.ArgumentTypeError("--rate must be positive")
+    return parsed
+
+
+def add_selectors(parser: argparse.ArgumentParser, *, ids: bool = True) -> None:
+    if ids:
+        parser.add_argument("--id", dest="ids", action="append", default=[], metavar="ID", help="repeatable")
+    parser.add_argument("--reason", help="e.g. unmatched_invoice, retries_exhausted")
+    parser.add_argument("--source", help="the configured source (origin) or the CloudEvent source")
+    parser.add_argument("--type", dest="event_type", choices=["bank.deposit", "check.scan"])
+    parser.add_argument("--invoice", help="data.invoice_id")
+    parser.add_argument(
+        "--older-than", type=duration, metavar="AGE", help="failed more than AGE ago (30m, 2h, 7d)"
+    )
+    parser.add_argument("--newer-than", type=duration, metavar="AGE", help="failed less than AGE ago")
+
+
+def selector(args: argparse.Namespace) -> Filter:
+    return Filter(
+        ids=tuple(getattr(args, "ids", []) or ()),
+        reason=args.reason,
+        source=args.source,
+        type=args.event_type,
+        invoice=args.invoice,
+        older_than=args.older_than,
+        newer_than=args.newer_than,
+        everything=getattr(args, "all", False),
+    )
+
+
+def add_parser(sub: Any) -> None:
+    dlq = sub.add_parser("dlq", help="browse, replay and purge dead letters")
+    actions = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+
+    listing = actions.add_parser("list", help="dead letters, oldest first")
+    add_selectors(listing)
+    listing.add_argument("--limit", type=int, default=1000)
+    listing.add_argument("--json", action="store_true", help="one JSON array, for machines")
+    listing.set_defaults(dlq=cmd_list)
+
+    show = actions.add_parser("show", help="one dead letter, whole: headers, event, Chargebee's error")
+    show.add_argument("id")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(dlq=cmd_show)
+
+    for name, helptext in (
+        ("replay", "move dead letters back to the work queue"),
+        ("purge", "delete dead letters"),
+    ):
+        action = actions.add_parser(name, help=helptext)
+        add_selectors(action)
+        action.add_argument("--all", action="store_true", help="every dead letter")
+        action.add_argument("--dry-run", action="store_true", help="show what would happen; change nothing")
+        action.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+        action.add_argument("--actor", default=None, help="who to record in the audit (default: user@host)")
+        action.add_argument("--json", action="store_true")
+        if name == "replay":
+            action.add_argument(
+                "--set",
+                dest="edits",
+                type=assignment,
+                action="append",
+                default=[],
+                metavar="FIELD=VALUE",
+                help=f"correct a field before replaying ({', '.join(EDITABLE)})",
+            )
+            action.add_argument("--rate", type=rate, default=None, metavar="N/s", help="throttle the replay")
+        action.set_defaults(dlq=cmd_replay if name == "replay" else cmd_purge)
+
+    audit = actions.add_parser("audit", help="every replay, edit and purge: who, when, what, how many")
+    audit.add_argument("--limit", type=int, default=100)
+    audit.add_argument("--json", action="store_true")
+    audit.set_defaults(dlq=cmd_audit)
+
+
+@dataclass
+class Context:
+    settings: Settings
+    queue: DeadLetterQueue
+    ledger: Ledger
+    out: Console
+    err: Console
+
+
+@contextlib.asynccontextmanager
+async def opened(settings: Settings) -> AsyncIterator[Context]:
+    topology = build(settings.amqp_prefix, settings.retry_delays_seconds, settings.delivery_limit)
+    broker = Broker(
+        settings.amqp_url.get_secret_value(),
+        topology,
+        publish_timeout=settings.publish_timeout_seconds,
+        name="payrelay-dlq",
+    )
+    await broker.start(wait=10.0)
+    if not broker.ready or broker.connection is None:
+        await broker.stop()
+        raise BrokerUnavailable("cannot reach the broker")
+    ledger = await Ledger.open(settings.ledger_url)
+    try:
+        yield Context(
+            settings,
+            DeadLetterQueue(broker.connection, broker, topology, ledger),
+            ledger,
+            Console(),
+            Console(stderr=True),
+        )
+    finally:
+        await ledger.close()
+        await broker.stop()
+
+
+async def run(args: argparse.Namespace, settings: Settings) -> int:
+    command: Callable[[argparse.Namespace, Context], Any] = args.dlq
+    try:
+        async with opened(settings) as ctx:
+            code: int = await command(args, ctx)
+            return code
+    except BrokerUnavailable as exc:
+        print(f"payrelay dlq: {exc}", file=sys.stderr)
+        return FAILED
+
+
+_COLUMNS = ("id", "reason", "attempts", "failed_at", "origin", "invoice_id", "amount", "currency", "error")
+
+
+def _table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(show_lines=False)
+    for column in _COLUMNS:
+        table.add_column(column, overflow="fold", max_width=48 if column == "error" else None)
+    for row in rows:
+        table.add_row(*("" if row.get(c) is None else str(row[c]) for c in _COLUMNS))
+    return table
+
+
+async def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
+    chosen = selector(args)
+    letters = await ctx.queue.list(None if chosen.empty else chosen, limit=args.limit)
+    rows = [letter.summary() for letter in letters]
+    if args.json:
+        sys.stdout.write(orjson.dumps(rows).decode() + "\n")
+    elif rows:
+        ctx.out.print(_table(rows))
+        ctx.out.print(f"{len(rows)} dead letter(s)")
+    else:
+        ctx.out.print("no dead letters match")
+    return OK
+
+
+async def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
+    letters = await ctx.queue.list(Filter(ids=(args.id,)), limit=None)
+    if not letters:
+        ctx.err.print(f"no dead letter with id {args.id}")
+        return NOT_FOUND
+    details = [letter.detail() for letter in letters]
+    if args.json:
+        sys.stdout.write(orjson.dumps(details if len(details) > 1 else details[0]).decode() + "\n")
+    else:
+        for detail in details:
+            ctx.out.print_json(orjson.dumps(detail).decode())
+    return OK
+
+
+def _actor(args: argparse.Namespace) -> str:
+    if args.actor:
+        return str(args.actor)
+    with contextlib.suppress(Exception):
+        return f"{getpass.getuser()}@{socket.gethostname()}"
+    return "unknown"
+
+
+def _confirm(ctx: Context, verb: str, outcome: Outcome, yes: bool) -> bool:
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        ctx.err.print(
+            f"refusing to {verb} {len(outcome.matched)} dead letter(s) without --yes (no terminal to ask)"
+        )
+        return False
+    answer = ctx.err.input(f"{verb.capitalize()} {len(outcome.matched)} dead letter(s)? [y/N] ")
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _report(ctx: Context, args: argparse.Namespace, verb: str, outcome: Outcome) -> None:
+    if args.json:
+        payload = {
+            "matched": len(outcome.matched),
+            "moved": outcome.moved,
+            "dry_run": outcome.dry_run,
+            "ids": [letter.id for letter in outcome.matched],
+        }
+        sys.stdout.write(orjson.dumps(payload).decode() + "\n")
+        return
+    if outcome.dry_run:
+        if outcome.matched:
+            ctx.out.print(_table([letter.summary() for letter in outcome.matched]))
+        ctx.out.print(f"dry run: would {verb} {len(outcome.matched)} of {outcome.scanned} dead letter(s)")
+    else:
+        ctx.out.print(f"{PAST[verb]} {outcome.moved} of {outcome.scanned} dead letter(s)")
+
+
+async def _guarded(args: argparse.Namespace, ctx: Context, verb: str, act: Callable[..., Any]) -> int:
+    chosen = selector(args)
+    if chosen.empty and not chosen.everything:
+        ctx.err.print(f"say which dead letters to {verb}: --id, a filter (--reason, --source, ...) or --all")
+        return REFUSED
+    try:
+        preview: Outcome = await act(chosen, dry_run=True, progress=None)
+        if args.dry_run or not preview.matched:
+            _report(ctx, args, verb, preview)
+            return OK
+        if not _confirm(ctx, verb, preview, args.yes):
+            return REFUSED
+        with _progress(ctx, len(preview.matched)) as progress:
+            outcome: Outcome = await act(chosen, dry_run=False, progress=progress)
+    except EditError as exc:
+        ctx.err.print(f"nothing {PAST[verb]}: {exc}")
+        return USAGE
+    _report(ctx, args, verb, outcome)
+    return OK
+
+
+@contextlib.contextmanager
+def _progress(ctx: Context, total: int) -> Any:
+    if total < 50:
+        yield None
+        return
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=ctx.err,
+        transient=True,
+    )
+    with bar:
+        task = bar.add_task("moving", total=total)
+        yield lambda done, _total: bar.update(task, completed=done)
+
+
+async def cmd_replay(args: argparse.Namespace, ctx: Context) -> int:
+    edits = dict(args.edits)
+
+    async def act(chosen: Filter, *, dry_run: bool, progress: Any) -> Outcome:
+        return await ctx.queue.replay(
+            chosen,
+            actor=_actor(args),
+            edits=edits or None,
+            dry_run=dry_run,
+            rate=args.rate,
+            progress=progress,
+        )
+
+    return await _guarded(args, ctx, "replay", act)
+
+
+async def cmd_purge(args: argparse.Namespace, ctx: Context) -> int:
+    async def act(chosen: Filter, *, dry_run: bool, progress: Any) -> Outcome:
+        return await ctx.queue.purge(chosen, actor=_actor(args), dry_run=dry_run, progress=progress)
+
+    return await _guarded(args, ctx, "purge", act)
+
+
+async def cmd_audit(args: argparse.Namespace, ctx: Context) -> int:
+    records = await ctx.ledger.audit(limit=args.limit)
+    rows: list[dict[str, Any]] = [
+        {
+            "at": r.at.isoformat(),
+            "actor": r.actor,
+            "action": r.action,
+            "selector": r.selector,
+            "count": r.count,
+            "details": r.details,
+        }
+        for r in records
+    ]
+    if args.json:
+        sys.stdout.write(orjson.dumps(rows).decode() + "\n")
+        return OK
+    table = Table()
+    for column in ("at", "actor", "action", "selector", "count"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["at"], row["actor"], row["action"], row["selector"], str(row["count"]))
+    ctx.out.print(table if rows else "the audit is empty")
+    return OK
