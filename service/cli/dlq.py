@@ -164,7 +164,8 @@ async def opened(settings: Settings) -> AsyncIterator[Context]:
             settings,
             DeadLetterQueue(broker.connection, broker, topology, ledger),
             ledger,
-            Console(),
+            # Piped output (grep, a log) gets whole lines rather than an 80-column fold.
+            Console(width=None if sys.stdout.isatty() else 240),
             Console(stderr=True),
         )
     finally:
