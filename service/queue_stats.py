@@ -15,9 +15,10 @@ the rates are None ("unknown"). Management credentials are the user and password
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -59,8 +60,8 @@ class _Management:
     """Where and as whom to ask the management API; built from settings, never logged."""
 
     base: URL
-    auth: aiohttp.BasicAuth
-    vhost: str
+    authorization: str = field(repr=False)  # the Basic credentials header
+    vhost: str = "/"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> _Management | None:
@@ -69,12 +70,13 @@ class _Management:
         amqp = urlsplit(settings.amqp_url.get_secret_value())
         base = URL(settings.amqp_management_url)
         if base.user is not None:  # credentials in the management URL win over amqp_url's
-            auth = aiohttp.BasicAuth(base.user, base.password or "")
+            user, password = base.user, base.password or ""
             base = base.with_user(None)
         else:
-            auth = aiohttp.BasicAuth(unquote(amqp.username or "guest"), unquote(amqp.password or "guest"))
+            user, password = unquote(amqp.username or "guest"), unquote(amqp.password or "guest")
+        credentials = base64.b64encode(f"{user}:{password}".encode()).decode()
         path = amqp.path[1:] if amqp.path.startswith("/") else amqp.path
-        return cls(base=base, auth=auth, vhost=unquote(path) or "/")
+        return cls(base=base, authorization=f"Basic {credentials}", vhost=unquote(path) or "/")
 
     def queue_url(self, name: str) -> URL:
         path = f"/api/queues/{quote(self.vhost, safe='')}/{quote(name, safe='')}"
@@ -93,7 +95,8 @@ async def _from_management(
 ) -> QueueStat | None:
     timeout = aiohttp.ClientTimeout(total=MANAGEMENT_TIMEOUT_SECONDS)
     try:
-        async with session.get(management.queue_url(name), auth=management.auth, timeout=timeout) as response:
+        headers = {"Authorization": management.authorization}
+        async with session.get(management.queue_url(name), headers=headers, timeout=timeout) as response:
             if response.status != 200:
                 log.debug("management API answered %d for queue %s", response.status, name)
                 return None
@@ -144,7 +147,7 @@ def _combine(name: str, amqp: QueueStat | None, managed: QueueStat | None) -> Qu
         return amqp
     if managed is not None:
         return managed
-    raise BrokerUnavailable(f"no figures for queue {name}: the broker and its management API are unreachable")
+    raise BrokerUnavailable(f"neither the broker nor its management API has figures for queue {name}")
 
 
 async def queue_stats(

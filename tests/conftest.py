@@ -55,7 +55,7 @@ def settings(prefix: str) -> Settings:
 @pytest.fixture
 async def amqp(prefix: str) -> AsyncIterator[aio_pika.abc.AbstractConnection]:
     """A plain connection for reading queues back; deletes the test's queues and exchanges after."""
-    connection = await aio_pika.connect(AMQP_URL, timeout=5)
+    connection = await aio_pika.connect(AMQP_URL, timeout=15)
     try:
         yield connection
     finally:
@@ -63,10 +63,14 @@ async def amqp(prefix: str) -> AsyncIterator[aio_pika.abc.AbstractConnection]:
         await connection.close()
 
 
+# Every retry tier any test declares: quorum queues left behind slow the broker down for the rest.
+_TEST_TIERS = [1, 2, 5, 30, 120, 600, 1800]
+
+
 async def delete_prefix(connection: aio_pika.abc.AbstractConnection, prefix: str) -> None:
     from service.topology import build
 
-    topology = build(prefix, [5, 30, 120, 600, 1800], 20)
+    topology = build(prefix, _TEST_TIERS, 20)
     for queue in topology.queues:
         channel = await connection.channel()
         with contextlib.suppress(Exception):

@@ -61,7 +61,7 @@ def test_exponents_of_the_contract() -> None:
 
 @given(
     currency=st.sampled_from(["USD", "JPY", "BHD", "EUR", "KWD", "CLF", "KRW"]),
-    minor=st.integers(min_value=1, max_value=10**15),
+    minor=st.integers(min_value=1, max_value=10**15 - 1),
 )
 def test_round_trip(currency: str, minor: int) -> None:
     """Formatting minor units and converting back is the identity, and agrees with Decimal."""

@@ -7,10 +7,12 @@ the document.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
 
+import aio_pika
 import hypothesis
 import pytest
 import requests
@@ -25,7 +27,7 @@ from schemathesis.specs.openapi.checks import (
 
 from service.receiver import create_app
 from service.sender import signed_headers
-from tests.conftest import free_port, make_settings
+from tests.conftest import AMQP_URL, delete_prefix, free_port, make_settings
 
 pytestmark = pytest.mark.usefixtures("rabbitmq_reachable")
 
@@ -49,7 +51,8 @@ SECRET_FOR_FUZZ = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 @pytest.fixture(scope="module")
 def receiver_url() -> Iterator[str]:
-    settings = make_settings(f"fuzz{int(time.time() * 1000) % 10**8}")
+    prefix = f"fuzz{int(time.time() * 1000) % 10**8}"
+    settings = make_settings(prefix)
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="error")
@@ -63,6 +66,13 @@ def receiver_url() -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(10)
+    asyncio.run(_delete(prefix))
+
+
+async def _delete(prefix: str) -> None:
+    connection = await aio_pika.connect(AMQP_URL, timeout=15)
+    await delete_prefix(connection, prefix)
+    await connection.close()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,167 @@
+"""The ops web app: `create_app(settings)` for the dashboard, the dead-letter browser and the JSON API.
+
+Routes are documented in `service/ops/api.py`. One lifespan opens what the app does not get
+passed: a broker connection (publishing, for replays), the ledger, and an aiohttp session for
+RabbitMQ's management API; it closes exactly those on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.broker import Broker, BrokerUnavailable
+from service.ledger import Ledger
+from service.metrics import Metrics, create_metrics
+from service.ops.api import Api
+from service.ops.auth import Auth, AuthMiddleware
+from service.ops.layout import Layout
+from service.ops.operations import Ops
+from service.ops.pages import Pages
+from service.ops.templating import Templates
+from service.problems import problem
+from service.settings import ConfigError, Settings
+from service.topology import build
+
+log = logging.getLogger("payrelay.ops")
+
+STATIC = Path(__file__).parent / "static"
+METRICS_REFRESH_SECONDS = 2.0
+# No inline script or style anywhere: the policy can forbid both.
+SECURITY_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        b"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+class SecurityHeaders:
+    """Adds the security headers to every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def _token(settings: Settings, allow_no_token_on_loopback: bool) -> str | None:
+    token = settings.admin_token.get_secret_value() if settings.admin_token is not None else ""
+    if token:
+        return token
+    if not allow_no_token_on_loopback:
+        raise ConfigError(
+            "PAYRELAY_ADMIN_TOKEN is not set: the ops app needs an admin token "
+            "(only `payrelay ops --host 127.0.0.1` may run without one, for local development)"
+        )
+    log.warning("no admin token: the ops app is open to anyone who can reach this loopback address")
+    return None
+
+
+def create_app(
+    settings: Settings,
+    *,
+    broker: Broker | None = None,
+    ledger: Ledger | None = None,
+    metrics: Metrics | None = None,
+    http: aiohttp.ClientSession | None = None,
+    allow_no_token_on_loopback: bool = False,
+) -> Starlette:
+    """The ops ASGI app. Raises ConfigError without an admin token unless explicitly allowed.
+
+    `allow_no_token_on_loopback` is for the CLI to pass only when it binds 127.0.0.1, ::1 or
+    localhost; the app then requires no sign-in (it cannot see the address it is bound to).
+    """
+    auth = Auth(_token(settings, allow_no_token_on_loopback))
+    topology = build(settings.amqp_prefix, settings.retry_delays_seconds, settings.delivery_limit)
+    the_broker = broker or Broker(
+        settings.amqp_url.get_secret_value(),
+        topology,
+        publish_timeout=settings.publish_timeout_seconds,
+        name="payrelay-ops",
+    )
+    ops = Ops(settings, topology, the_broker, metrics or create_metrics(), ledger_=ledger, http=http)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            if broker is None:
+                await the_broker.start(wait=5.0)
+                stack.push_async_callback(the_broker.stop)
+            if ledger is None:
+                ops.ledger_ = await Ledger.open(settings.ledger_url)
+                stack.push_async_callback(ops.ledger.close)
+            if http is None:
+                ops.http = await stack.enter_async_context(aiohttp.ClientSession())
+            yield
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        ready = the_broker.ready and ops.ledger_ is not None
+        body = {
+            "status": "ready" if ready else "not ready",
+            "broker": "open" if the_broker.ready else "closed",
+        }
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        # Queue gauges are refreshed per scrape, so they are current without a dashboard open.
+        with contextlib.suppress(BrokerUnavailable, TimeoutError):
+            await asyncio.wait_for(ops.queues(), METRICS_REFRESH_SECONDS)
+        return Response(ops.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    layout = Layout(Templates(), topology.prefix)
+    pages = Pages(ops, auth, layout)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if request.url.path.startswith("/api/"):
+            return problem(exc.status_code, str(exc.detail), headers=exc.headers)
+        if exc.status_code == 404:
+            return layout.message(request, 404, "Not found", "There is nothing here.", "/")
+        return layout.message(request, exc.status_code, str(exc.detail), str(exc.detail), "/")
+
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics_endpoint),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+            *Api(ops).routes(),
+            *pages.routes(),
+        ],
+        middleware=[Middleware(SecurityHeaders), Middleware(AuthMiddleware, auth=auth)],
+        exception_handlers={HTTPException: http_error},
+        lifespan=lifespan,
+    )
+    app.state.ops = ops
+    return app

@@ -1,0 +1,296 @@
+"""Who may use the ops app: the admin token as a bearer, or a signed-in browser session; and CSRF.
+
+- **Bearer** (`Authorization: Bearer <PAYRELAY_ADMIN_TOKEN>`), compared in constant time, for
+  scripts and the JSON API. Browsers never add it on their own, so it needs no CSRF check.
+- **Session cookie** `payrelay_ops`, set by `POST /login` after the token was typed in. Its value
+  is a random 256-bit session id; the server keeps only its SHA-256 with the operator's display
+  name, a CSRF token and an expiry (12 h), in memory: logging out revokes it, and a restart
+  signs everyone out. Attributes: HttpOnly, SameSite=Strict, Path=/, and Secure unless the
+  request is plain http to a loopback host (`127.0.0.0/8`, `::1`, `localhost`), so local
+  development over http works while anything else requires https (a TLS proxy in front is fine:
+  the browser sees https).
+- **CSRF** for every state-changing request not made with a bearer: the `Origin` (or, without
+  one, the `Referer`) must name this host, and the request must carry the session's CSRF token,
+  as the form field `csrf` or the `X-CSRF-Token` header. SameSite=Strict is a third layer.
+- **No token configured** (loopback development only, see `create_app`): every request is
+  the operator "admin". Pages keep the Origin and CSRF checks (with a per-process CSRF token);
+  a JSON API request without Origin/Referer (a local script) needs only a JSON content type,
+  which no browser sends cross-site without a CORS preflight, and this app grants none.
+
+The token is never logged, rendered or echoed; a failed sign-in says only that it failed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import html
+import ipaddress
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.problems import problem
+
+COOKIE = "payrelay_ops"
+CSRF_HEADER = "x-csrf-token"
+CSRF_FIELD = "csrf"
+OPERATOR_HEADER = "x-payrelay-operator"  # a bearer caller's display name for the audit
+SESSION_SECONDS = 12 * 3600
+MAX_SESSIONS = 1000
+MAX_FORM_BYTES = 64 * 1024
+PUBLIC_PATHS = frozenset({"/login", "/healthz", "/readyz", "/metrics"})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_NAME_CHARS = re.compile(r"[^\w .@+-]", re.UNICODE)
+
+
+@dataclass(frozen=True, slots=True)
+class Operator:
+    """The caller of one request."""
+
+    name: str
+    via: Literal["bearer", "session", "open"]
+    csrf: str | None  # what a form or X-CSRF-Token must echo; None for bearer callers
+
+    @property
+    def actor(self) -> str:
+        """Who the audit and the replay headers name."""
+        return f"ops:{self.name}"
+
+
+@dataclass(slots=True)
+class _Session:
+    name: str
+    csrf: str
+    expires: float
+
+
+def clean_name(text: str | None) -> str:
+    """An operator's display name, safe for headers and logs: short, plain characters, or "admin"."""
+    name = " ".join(_NAME_CHARS.sub("", text or "").split())[:40]
+    return name or "admin"
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def cookie_secure(request: Request) -> bool:
+    """Secure, except for plain http to a loopback host (local development)."""
+    return not (request.url.scheme == "http" and is_loopback(request.url.hostname))
+
+
+def safe_next(target: str | None) -> str:
+    """A local path to return to after sign-in; anything else (another site) becomes "/"."""
+    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+        return "/"
+    return target
+
+
+def _digest(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+class Auth:
+    """The admin token and the signed-in sessions of one process."""
+
+    def __init__(self, token: str | None, clock: Callable[[], float] = time.monotonic) -> None:
+        self._token = token.encode() if token else None
+        self._sessions: dict[str, _Session] = {}
+        self._open_csrf = secrets.token_urlsafe(32)
+        self._clock = clock
+
+    @property
+    def required(self) -> bool:
+        return self._token is not None
+
+    def token_matches(self, candidate: str) -> bool:
+        if self._token is None:
+            return True
+        return hmac.compare_digest(candidate.encode(errors="replace"), self._token)
+
+    def sign_in(self, name: str) -> str:
+        """A new session for `name`; returns the cookie value (the session id)."""
+        now = self._clock()
+        self._sessions = {k: s for k, s in self._sessions.items() if s.expires > now}
+        while len(self._sessions) >= MAX_SESSIONS:  # oldest first: dicts keep insertion order
+            del self._sessions[next(iter(self._sessions))]
+        session_id = secrets.token_urlsafe(32)
+        self._sessions[_digest(session_id)] = _Session(
+            clean_name(name), secrets.token_urlsafe(32), now + SESSION_SECONDS
+        )
+        return session_id
+
+    def sign_out(self, session_id: str | None) -> None:
+        if session_id:
+            self._sessions.pop(_digest(session_id), None)
+
+    def _session(self, session_id: str | None) -> _Session | None:
+        if not session_id:
+            return None
+        session = self._sessions.get(_digest(session_id))
+        if session is None or session.expires <= self._clock():
+            return None
+        return session
+
+    def operator(self, headers: Headers, cookies: dict[str, str]) -> Operator | None:
+        """Who is calling, or None if the credentials are missing or wrong."""
+        if self._token is None:
+            return Operator("admin", "open", self._open_csrf)
+        authorization = headers.get("authorization")
+        if authorization is not None:  # a bearer, right or wrong, decides; a cookie cannot rescue it
+            scheme, _, credentials = authorization.partition(" ")
+            if scheme.lower() == "bearer" and self.token_matches(credentials.strip()):
+                return Operator(clean_name(headers.get(OPERATOR_HEADER)), "bearer", None)
+            return None
+        session = self._session(cookies.get(COOKIE))
+        if session is None:
+            return None
+        return Operator(session.name, "session", session.csrf)
+
+
+def same_origin(headers: Headers) -> bool:
+    """The Origin, or else the Referer, names the host this request was sent to."""
+    host = (headers.get("host") or "").lower()
+    origin = headers.get("origin")
+    source = origin if origin is not None else headers.get("referer")
+    if not source or source == "null" or not host:
+        return False
+    # Scheme is not compared: behind a TLS proxy this app sees http while the browser says https.
+    return urlsplit(source).netloc.lower() == host
+
+
+class AuthMiddleware:
+    """Rejects unauthenticated and cross-site requests before any route runs.
+
+    API paths (`/api/...`) get 401/403 problem+json; pages get a 303 to /login, or 403.
+    """
+
+    def __init__(self, app: ASGIApp, auth: Auth) -> None:
+        self.app = app
+        self.auth = auth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        path = request.url.path
+        is_api = path == "/api" or path.startswith("/api/")
+        unsafe = request.method not in SAFE_METHODS
+        if path in PUBLIC_PATHS or path.startswith("/static/"):
+            if unsafe and not same_origin(request.headers):
+                await _forbidden(is_api, "cross-site request refused")(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
+        operator = self.auth.operator(request.headers, request.cookies)
+        if operator is None:
+            await _unauthenticated(request, is_api)(scope, receive, send)
+            return
+        if unsafe and operator.via != "bearer":
+            refusal, receive = await _csrf_refusal(request, operator, is_api, receive)
+            if refusal is not None:
+                await _forbidden(is_api, refusal)(scope, receive, send)
+                return
+        scope.setdefault("state", {})["operator"] = operator
+        await self.app(scope, receive, send)
+
+
+async def _csrf_refusal(
+    request: Request, operator: Operator, is_api: bool, receive: Receive
+) -> tuple[str | None, Receive]:
+    """Why this state-changing request is refused (None if it is not), and a receive that replays the body."""
+    headers = request.headers
+    media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    from_browser = headers.get("origin") is not None or headers.get("referer") is not None
+    if operator.via == "open" and is_api and not from_browser:
+        # A script on the developer's machine. Browsers send Origin with every cross-site POST,
+        # and cannot send a JSON content type cross-site without a CORS preflight (never granted).
+        if media_type == "application/json":
+            return None, receive
+        return "send JSON with Content-Type: application/json", receive
+    if not same_origin(headers):
+        return "cross-site request refused (Origin/Referer is not this host)", receive
+    sent = headers.get(CSRF_HEADER)
+    if sent is None and media_type == "application/x-www-form-urlencoded":
+        body, receive = await _buffer(receive)
+        if body is None:
+            return "the form is too large", receive
+        fields = parse_qs(body.decode(errors="replace"), max_num_fields=200)
+        sent = next(iter(fields.get(CSRF_FIELD, [])), None)
+    if (
+        sent is None
+        or operator.csrf is None
+        or not hmac.compare_digest(sent.encode(), operator.csrf.encode())
+    ):
+        return "missing or wrong CSRF token; reload the page and try again", receive
+    return None, receive
+
+
+async def _buffer(receive: Receive) -> tuple[bytes | None, Receive]:
+    """Read the request body and a receive that hands it on; None if it is over MAX_FORM_BYTES."""
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size <= MAX_FORM_BYTES:
+            chunks.append(chunk)
+        more = message.get("more_body", False)
+    body = b"".join(chunks)
+    if size > MAX_FORM_BYTES:
+        return None, receive
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return body, replay
+
+
+def _unauthenticated(request: Request, is_api: bool) -> Response:
+    if is_api:
+        return problem(
+            401,
+            "sign in: send Authorization: Bearer <admin token>, or the session cookie from /login",
+            headers={"WWW-Authenticate": 'Bearer realm="payrelay-ops"'},
+        )
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    login = "/login" if target == "/" else f"/login?{urlencode({'next': target})}"
+    return RedirectResponse(login, status_code=303)
+
+
+def _forbidden(is_api: bool, detail: str) -> Response:
+    if is_api:
+        return problem(403, detail)
+    page = (
+        '<!doctype html><html lang="en"><meta charset="utf-8"><title>Forbidden</title>'
+        '<link rel="stylesheet" href="/static/ops.css"><main class="page"><h1>Forbidden</h1>'
+        f'<p>{html.escape(detail)}.</p><p><a href="/">Back to the dashboard</a></p></main></html>'
+    )
+    return HTMLResponse(page, status_code=403)

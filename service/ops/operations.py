@@ -1,0 +1,325 @@
+"""What the JSON API and the pages both do: the overview, dead-letter selection, replay, purge, lookup.
+
+`Ops` holds the app's resources (opened in the lifespan). Dead-letter operations take a lock and,
+before releasing it, wait for the messages they looked at to be back in the queue: browsing takes
+messages off the queue unacked for a moment, so overlapping operations of one process would
+each see only part of the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from service.broker import Broker, BrokerUnavailable
+from service.dead_letters import DeadLetter, DeadLetterQueue, Filter, Outcome
+from service.ledger import AuditRecord, Entry, Ledger
+from service.metrics import Metrics
+from service.queue_stats import QueueStat, queue_stats
+from service.settings import Settings
+from service.topology import Topology
+
+log = logging.getLogger("payrelay.ops")
+
+SCAN_LIMIT = 5000  # dead letters looked at per browse; replay and purge look at all of them
+DEFAULT_LIST_LIMIT = 100
+RECENT_OUTCOMES = 20
+RETURN_WAIT_SECONDS = 2.0
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
+_UNITS = {"s": "seconds", "": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+class BadRequest(ValueError):
+    """A parameter the caller got wrong (answered 422); the message says which and how."""
+
+
+def parse_age(text: str | None) -> timedelta | None:
+    """`90s`, `30m`, `2h`, `7d` (or plain seconds), as in `payrelay dlq --older-than`; "" is None."""
+    if text is None or not text.strip():
+        return None
+    match = _DURATION.match(text)
+    if match is None:
+        raise BadRequest(f"{text!r} is not an age such as 90s, 30m, 2h or 7d")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+class Selection(BaseModel):
+    """Which dead letters an action applies to (the JSON body of replay and purge)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    ids: list[str] = Field(default_factory=list, max_length=10_000)
+    reason: str | None = None
+    source: str | None = None
+    type: str | None = None
+    invoice: str | None = None
+    older_than: str | None = None
+    newer_than: str | None = None
+    everything: bool = Field(default=False, alias="all")
+
+    @field_validator("older_than", "newer_than")
+    @classmethod
+    def _check_age(cls, value: str | None) -> str | None:
+        parse_age(value)
+        return value
+
+    def filter(self) -> Filter:
+        return Filter(
+            ids=tuple(i for i in self.ids if i),
+            reason=self.reason or None,
+            source=self.source or None,
+            type=self.type or None,
+            invoice=self.invoice or None,
+            older_than=parse_age(self.older_than),
+            newer_than=parse_age(self.newer_than),
+            everything=self.everything,
+        )
+
+
+class ReplayRequest(Selection):
+    edits: dict[str, str] = Field(default_factory=dict, alias="set")
+    dry_run: bool = False
+
+
+class PurgeRequest(Selection):
+    confirm: bool = False
+    dry_run: bool = False
+
+
+class SelectsNothing(BadRequest):
+    """An action with no selector and no `all`: refused rather than read as "everything"."""
+
+
+@dataclass
+class Ops:
+    """The ops app's resources; the lifespan fills in what it opens."""
+
+    settings: Settings
+    topology: Topology
+    broker: Broker
+    metrics: Metrics
+    ledger_: Ledger | None = None
+    http: aiohttp.ClientSession | None = None
+    dead_letter_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def ledger(self) -> Ledger:
+        assert self.ledger_ is not None, "the ledger is opened in the lifespan"
+        return self.ledger_
+
+    def dead_letters(self) -> DeadLetterQueue:
+        connection = self.broker.connection
+        if connection is None or connection.is_closed:
+            raise BrokerUnavailable("not connected to the broker")
+        return DeadLetterQueue(connection, self.broker, self.topology, self.ledger)
+
+    def role(self, queue: str) -> tuple[str, str]:
+        """(role, label) of one watched queue, for people."""
+        if queue == self.topology.work_queue:
+            return "work", "Work queue"
+        if queue == self.topology.dead_letter:
+            return "dead_letter", "Dead letters"
+        tier = queue.removeprefix(f"{self.topology.prefix}.retry.")
+        return "retry", f"Retry after {tier}"
+
+    async def queues(self) -> list[QueueStat]:
+        return await queue_stats(self.settings, self.broker, self.http, self.metrics)
+
+    def queue_dict(self, stat: QueueStat) -> dict[str, Any]:
+        role, label = self.role(stat.name)
+        return {**stat.as_dict(), "role": role, "label": label}
+
+    async def overview(self) -> dict[str, Any]:
+        """Everything the dashboard shows, in one JSON-ready dict."""
+        now = datetime.now(UTC)
+        since = now - timedelta(hours=1)
+        try:
+            stats: list[QueueStat] | None = await self.queues()
+        except BrokerUnavailable:
+            stats = None
+        counts = await self.ledger.counts_since(since)
+        recent = await self.ledger.recent(RECENT_OUTCOMES)
+        work = next((s for s in stats or [] if s.name == self.topology.work_queue), None)
+        dead = next((s for s in stats or [] if s.name == self.topology.dead_letter), None)
+        return {
+            "generated_at": _iso(now),
+            "broker": "open" if self.broker.ready else "closed",
+            "queues": [self.queue_dict(s) for s in stats or []],
+            "consumers": work.consumers if work else None,
+            "consumers_healthy": bool(work and work.consumers > 0),
+            "dead_letters": dead.ready + (dead.unacked or 0) if dead else None,
+            "ledger": {"since": _iso(since), "counts": counts},
+            "chargebee_error_rate": error_rate(counts),
+            "recent": [entry_dict(e) for e in recent],
+        }
+
+    async def list_dead_letters(self, selector: Filter | None, limit: int) -> list[DeadLetter]:
+        now = datetime.now(UTC)
+        letters = await self._browse()
+        return [d for d in letters if selector is None or selector.matches(d, now)][:limit]
+
+    async def _browse(self) -> list[DeadLetter]:
+        async with self.dead_letter_lock:
+            queue = self.dead_letters()
+            letters = await queue.list(None, limit=SCAN_LIMIT)
+            await _returned(queue, len(letters))
+        return letters
+
+    async def dead_letter(self, letter_id: str) -> DeadLetter | None:
+        found = await self.list_dead_letters(Filter(ids=(letter_id,)), 1)
+        return found[0] if found else None
+
+    async def replay(self, request: ReplayRequest, actor: str) -> Outcome:
+        selector = _selected(request)
+        async with self.dead_letter_lock:
+            queue = self.dead_letters()
+            outcome = await queue.replay(
+                selector, actor=actor, edits=request.edits or None, dry_run=request.dry_run
+            )
+            await _returned(queue, outcome.scanned - outcome.moved)
+        if not outcome.dry_run:
+            self.metrics.replays.inc(outcome.moved)
+            log.info("%s replayed %d dead letter(s) (%s)", actor, outcome.moved, selector.describe())
+        return outcome
+
+    async def purge(self, request: PurgeRequest, actor: str) -> Outcome:
+        selector = _selected(request)
+        async with self.dead_letter_lock:
+            queue = self.dead_letters()
+            outcome = await queue.purge(selector, actor=actor, dry_run=request.dry_run)
+            await _returned(queue, outcome.scanned - outcome.moved)
+        if not outcome.dry_run:
+            log.info("%s purged %d dead letter(s) (%s)", actor, outcome.moved, selector.describe())
+        return outcome
+
+    async def lookup(self, query: str) -> Story:
+        """An event's whole story: ledger entries, dead letters and audit records naming `query`."""
+        entries = {e.key: e for e in await self.ledger.find(event_id=query)}
+        for entry in await self.ledger.find(invoice_id=query):
+            entries.setdefault(entry.key, entry)
+        audit = [r for r in await self.ledger.audit(limit=1000) if _mentions(r, query)]
+        try:
+            letters: list[DeadLetter] | None = await self._browse()
+        except BrokerUnavailable:
+            letters = None  # the ledger's and the audit's part of the story is still worth telling
+        return Story(
+            query=query,
+            entries=list(entries.values()),
+            dead_letters=None if letters is None else [d for d in letters if query in (d.id, d.invoice_id)],
+            audit=audit,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Story:
+    """Everything payrelay knows about one event id or invoice id."""
+
+    query: str
+    entries: list[Entry]
+    dead_letters: list[DeadLetter] | None  # None: the broker could not be asked
+    audit: list[AuditRecord]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "q": self.query,
+            "ledger": [entry_dict(e) for e in self.entries],
+            "dead_letters": None if self.dead_letters is None else [d.summary() for d in self.dead_letters],
+            "audit": [audit_dict(r) for r in self.audit],
+        }
+
+
+async def _returned(queue: DeadLetterQueue, count: int, within: float = RETURN_WAIT_SECONDS) -> None:
+    """Wait (bounded) until the `count` messages a browse handed back are ready in the queue again.
+
+    Closing the browsing channel returns its unacked messages, but a quorum queue applies the
+    return asynchronously: a browse right after could find the queue short, even empty. New dead
+    letters arriving meanwhile can end the wait early; that only narrows the window.
+    """
+    if count <= 0:
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(within):
+            # Polling is the only way: the broker does not announce returned messages.
+            while await queue.count() < count:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+
+
+def _selected(request: Selection) -> Filter:
+    selector = request.filter()
+    if selector.empty and not selector.everything:
+        raise SelectsNothing(
+            'select dead letters by ids, reason, source, type, invoice or age, or say "all": true'
+        )
+    return selector
+
+
+def _mentions(record: AuditRecord, query: str) -> bool:
+    details = record.details or {}
+    ids = details.get("ids") or []
+    edits = details.get("edits") or {}
+    named = {part.partition("=")[2] for part in record.selector.split()}
+    return query in ids or query in edits.values() or query in named
+
+
+def error_rate(counts: dict[str, int]) -> float | None:
+    """Share of the last hour's settled events that Chargebee did not take (None: nothing settled).
+
+    Failed (waiting for a retry) and dead-lettered count as errors, recorded as success; events
+    still in progress are left out. Dead letters for reasons found before any call (an invalid
+    event, no invoice) count too: the ledger does not tell them apart by state.
+    """
+    bad = counts.get("failed", 0) + counts.get("dead_lettered", 0)
+    settled = bad + counts.get("recorded", 0)
+    return round(bad / settled, 4) if settled else None
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def entry_dict(entry: Entry) -> dict[str, Any]:
+    origin, source, event_id = entry.key
+    return {
+        "origin": origin,
+        "source": source,
+        "event_id": event_id,
+        "state": entry.state,
+        "invoice_id": entry.invoice_id,
+        "attempts": entry.attempts,
+        "transaction_id": entry.transaction_id,
+        "invoice_status": entry.invoice_status,
+        "last_error": entry.last_error,
+        "reason": entry.reason,
+        "generation": entry.generation,
+        "created_at": _iso(entry.created_at),
+        "updated_at": _iso(entry.updated_at),
+    }
+
+
+def audit_dict(record: AuditRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "at": _iso(record.at),
+        "actor": record.actor,
+        "action": record.action,
+        "selector": record.selector,
+        "count": record.count,
+        "details": record.details,
+    }
+
+
+def outcome_dict(outcome: Outcome) -> dict[str, Any]:
+    return {
+        "matched": len(outcome.matched),
+        "moved": outcome.moved,
+        "dry_run": outcome.dry_run,
+        "ids": [letter.id for letter in outcome.matched],
+    }

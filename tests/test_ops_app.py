@@ -1,0 +1,827 @@
+"""The ops app over real HTTP (uvicorn), a real RabbitMQ and a SQLite ledger.
+
+Dead letters are put in the way the consumer puts them: published to `{prefix}.dead-letter` with
+the `x-payrelay-*` headers. Every request goes through aiohttp with cookies handled by hand, so
+each test says exactly which credentials it sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import aiohttp
+import orjson
+import pytest
+
+from service.broker import Broker, declare_once
+from service.ledger import Ledger
+from service.ops.app import create_app
+from service.queue_stats import queue_stats
+from service.settings import ConfigError, Settings
+from service.topology import build
+from tests.conftest import AMQP_URL, free_port, get_all, make_settings, serve
+
+pytestmark = pytest.mark.usefixtures("rabbitmq_reachable")
+
+TOKEN = "ops-test-token-5e1f9c0b7d2a4863"
+MANAGEMENT_URL = "http://127.0.0.1:15672"
+CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]*)">')
+
+
+def event(event_id: str, *, type_: str = "bank.deposit", invoice: str | None = "INV-1001") -> dict[str, Any]:
+    data: dict[str, Any] = {"amount": "25.00", "currency": "USD"}
+    if type_ == "bank.deposit":
+        data |= {"booked_at": "2024-05-01T10:00:00Z", "bank_reference": f"REF-{event_id}"}
+    else:
+        data |= {"scanned_at": "2024-05-01T10:00:00Z", "check_number": "10042"}
+    if invoice is not None:
+        data["invoice_id"] = invoice
+    source = "urn:acme:core-banking" if type_ == "bank.deposit" else "urn:lockbox:scanner"
+    return {"specversion": "1.0", "id": event_id, "source": source, "type": type_, "data": data}
+
+
+def ago(**delta: float) -> str:
+    return (datetime.now(UTC) - timedelta(**delta)).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class Harness:
+    url: str
+    http: aiohttp.ClientSession
+    settings: Settings
+    amqp: aio_pika.abc.AbstractConnection
+    prefix: str
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = TOKEN,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> tuple[int, dict[str, str], str]:
+        sent = {"Authorization": f"Bearer {token}"} if token else {}
+        sent.update(headers or {})
+        async with self.http.request(
+            method, self.url + path, headers=sent, allow_redirects=False, **kwargs
+        ) as response:
+            return response.status, dict(response.headers), await response.text()
+
+    async def api(self, method: str, path: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
+        status, headers, text = await self.request(method, path, json=body, **kwargs)
+        return status, orjson.loads(text) if text else None
+
+    async def dead_letter(
+        self,
+        event_id: str,
+        *,
+        reason: str = "invoice_not_found",
+        origin: str = "acme-bank",
+        type_: str = "bank.deposit",
+        invoice: str | None = "INV-1001",
+        failed_at: str | None = None,
+        chargebee: dict[str, Any] | None = None,
+    ) -> bytes:
+        """Dead-letter an event as the consumer does; returns the body."""
+        body = orjson.dumps(event(event_id, type_=type_, invoice=invoice))
+        headers: dict[str, Any] = {
+            "x-payrelay-source": origin,
+            "x-payrelay-reason": reason,
+            "x-payrelay-error": f"{reason} for {event_id}",
+            "x-payrelay-attempts": 3,
+            "x-payrelay-failed-at": failed_at or ago(seconds=5),
+        }
+        if chargebee is not None:
+            headers["x-payrelay-chargebee-error"] = orjson.dumps(chargebee).decode()
+        channel = await self.amqp.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(f"{self.prefix}.dead-letter", ensure=False)
+        message = aio_pika.Message(
+            body,
+            message_id=event_id,
+            content_type="application/cloudevents+json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            headers=headers,
+            type=type_,
+        )
+        await exchange.publish(message, routing_key="")
+        await channel.close()
+        return body
+
+    async def dead_letter_ids(self, query: str = "") -> list[str]:
+        status, body = await self.api("GET", f"/api/dead-letters{query}")
+        assert status == 200, body
+        return [d["id"] for d in body["dead_letters"]]
+
+    async def depth(self, queue: str) -> int:
+        channel = await self.amqp.channel()
+        declared = await channel.declare_queue(f"{self.prefix}.{queue}", passive=True)
+        await channel.close()
+        return declared.declaration_result.message_count or 0
+
+    async def sign_in(self, name: str = "", token: str = TOKEN) -> tuple[str, str]:
+        """Sign in through the form; returns (cookie header value, CSRF token of the dashboard)."""
+        status, headers, _ = await self.request(
+            "POST",
+            "/login",
+            token=None,
+            data={"token": token, "name": name, "next": "/"},
+            headers={"Origin": self.url},
+        )
+        assert status == 303, status
+        cookie = headers["Set-Cookie"].split(";", 1)[0]
+        status, _, page = await self.request("GET", "/", token=None, headers={"Cookie": cookie})
+        assert status == 200
+        match = CSRF_META.search(page)
+        assert match is not None
+        return cookie, match.group(1)
+
+
+def ops_settings(prefix: str, tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "admin_token": TOKEN,
+        "ledger_url": f"sqlite:///{tmp_path}/ledger.db",
+        "amqp_management_url": MANAGEMENT_URL,
+    }
+    values.update(overrides)
+    return make_settings(prefix, **values)
+
+
+@pytest.fixture
+async def harness(
+    prefix: str, amqp: aio_pika.abc.AbstractConnection, tmp_path: Path
+) -> AsyncIterator[Harness]:
+    settings = ops_settings(prefix, tmp_path)
+    topology = build(prefix, settings.retry_delays_seconds, settings.delivery_limit)
+    await declare_once(AMQP_URL, topology)
+    async with (
+        serve(create_app(settings)) as url,
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http,
+    ):
+        yield Harness(url, http, settings, amqp, prefix)
+
+
+# -- authentication ---------------------------------------------------------------------------
+
+PROTECTED = [
+    ("GET", "/api/queues"),
+    ("GET", "/api/overview"),
+    ("GET", "/api/dead-letters"),
+    ("GET", "/api/dead-letters/evt-1"),
+    ("POST", "/api/dead-letters/replay"),
+    ("POST", "/api/dead-letters/purge"),
+    ("GET", "/api/events/lookup?q=evt-1"),
+    ("GET", "/api/audit"),
+    ("GET", "/api/no-such-route"),
+    ("GET", "/"),
+    ("GET", "/dead-letters"),
+    ("GET", "/dead-letters/evt-1"),
+    ("POST", "/dead-letters/action"),
+    ("GET", "/lookup?q=evt-1"),
+    ("GET", "/audit"),
+    ("POST", "/logout"),
+]
+WRONG_CREDENTIALS = {
+    "none": {},
+    "wrong bearer": {"Authorization": "Bearer not-the-token"},
+    "bearer with a prefix of the token": {"Authorization": f"Bearer {TOKEN[:-1]}"},
+    "token as basic auth": {"Authorization": "Basic " + base64.b64encode(f"admin:{TOKEN}".encode()).decode()},
+    "forged cookie": {"Cookie": "payrelay_ops=forged-session-id"},
+    "token as the cookie": {"Cookie": f"payrelay_ops={TOKEN}"},
+}
+
+
+@pytest.mark.parametrize(("method", "path"), PROTECTED)
+async def test_every_route_rejects_missing_or_wrong_credentials(
+    harness: Harness, method: str, path: str
+) -> None:
+    """API routes answer 401 problem+json; pages redirect (303) to the sign-in form; nothing is done."""
+    await harness.dead_letter("evt-1")
+    for label, credentials in WRONG_CREDENTIALS.items():
+        headers = {"Origin": harness.url, **credentials}
+        json_body = {"all": True, "confirm": True} if path.startswith("/api/") else None
+        form = (
+            None
+            if json_body is not None
+            else {"action": "purge", "mode": "run", "confirm": "yes", "all": "1"}
+        )
+        status, response_headers, body = await harness.request(
+            method,
+            path,
+            token=None,
+            headers=headers,
+            json=json_body if method == "POST" else None,
+            data=form if method == "POST" else None,
+        )
+        if path.startswith("/api/"):
+            assert status == 401, label
+            assert response_headers["Content-Type"] == "application/problem+json", label
+            assert response_headers["WWW-Authenticate"].startswith("Bearer"), label
+            assert orjson.loads(body)["status"] == 401
+        else:
+            assert status == 303, label
+            assert response_headers["Location"].startswith("/login"), label
+    assert await harness.depth("dead-letter") == 1
+    assert await harness.depth("record-payment") == 0
+
+
+async def test_public_routes_need_no_credentials(harness: Harness) -> None:
+    """/healthz, /readyz, /metrics, /login and /static/* answer without credentials."""
+    for path, expected in [
+        ("/healthz", '"ok"'),
+        ("/readyz", '"ready"'),
+        ("/metrics", "payrelay_replays_total"),
+        ("/login", "Admin token"),
+        ("/static/ops.css", ".cards"),
+        ("/static/ops.js", "/api/overview"),
+    ]:
+        status, headers, body = await harness.request("GET", path, token=None)
+        assert status == 200, path
+        assert expected in body, path
+        assert "default-src 'self'" in headers["Content-Security-Policy"]
+        assert headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_sign_in_sets_an_http_only_cookie_that_works_for_pages_and_the_api(harness: Harness) -> None:
+    """The cookie is HttpOnly, SameSite=Strict, not the token, and opens both pages and /api."""
+    status, headers, _ = await harness.request(
+        "POST",
+        "/login",
+        token=None,
+        data={"token": TOKEN, "name": "Alice", "next": "/dead-letters"},
+        headers={"Origin": harness.url},
+    )
+    assert status == 303
+    assert headers["Location"] == "/dead-letters"
+    set_cookie = headers["Set-Cookie"]
+    attributes = [a.strip().lower() for a in set_cookie.split(";")]
+    name, value = set_cookie.split(";", 1)[0].split("=", 1)
+    assert name == "payrelay_ops"
+    assert value and value != TOKEN and TOKEN not in set_cookie
+    assert "httponly" in attributes
+    assert "samesite=strict" in attributes
+    assert "path=/" in attributes
+    assert "secure" not in attributes  # plain http on loopback only
+    cookie = {"Cookie": f"payrelay_ops={value}"}
+
+    status, _, page = await harness.request("GET", "/", token=None, headers=cookie)
+    assert status == 200
+    assert "Signed in as Alice" in page
+    status, overview = await harness.api("GET", "/api/overview", token=None, headers=cookie)
+    assert status == 200
+    assert "queues" in overview
+
+    # Logging out revokes the session on the server, not only in the browser.
+    csrf = CSRF_META.search(page)
+    assert csrf is not None
+    status, headers, _ = await harness.request(
+        "POST", "/logout", token=None, headers={**cookie, "Origin": harness.url}, data={"csrf": csrf.group(1)}
+    )
+    assert status == 303
+    assert "payrelay_ops=" in headers["Set-Cookie"]
+    status, _, _ = await harness.request("GET", "/", token=None, headers=cookie)
+    assert status == 303
+    status, _ = await harness.api("GET", "/api/overview", token=None, headers=cookie)
+    assert status == 401
+
+
+async def test_a_wrong_token_signs_nobody_in(harness: Harness) -> None:
+    status, headers, page = await harness.request(
+        "POST",
+        "/login",
+        token=None,
+        data={"token": "guess", "name": "Mallory"},
+        headers={"Origin": harness.url},
+    )
+    assert status == 401
+    assert "Set-Cookie" not in headers
+    assert "That token is not valid." in page
+    assert "guess" not in page  # a mistyped token is not echoed back either
+
+
+async def test_the_cookie_is_secure_unless_plain_http_on_loopback(harness: Harness) -> None:
+    """Reached by another host name (say through a TLS proxy), the cookie is Secure."""
+    status, headers, _ = await harness.request(
+        "POST",
+        "/login",
+        token=None,
+        data={"token": TOKEN},
+        headers={"Host": "ops.example.com", "Origin": "https://ops.example.com"},
+    )
+    assert status == 303
+    assert "secure" in [a.strip().lower() for a in headers["Set-Cookie"].split(";")]
+
+
+async def test_sign_in_ignores_an_offsite_next(harness: Harness) -> None:
+    status, headers, _ = await harness.request(
+        "POST",
+        "/login",
+        token=None,
+        data={"token": TOKEN, "next": "//evil.example/steal"},
+        headers={"Origin": harness.url},
+    )
+    assert status == 303
+    assert headers["Location"] == "/"
+
+
+async def test_the_token_never_appears_in_responses_or_logs(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    await harness.dead_letter("evt-1", chargebee={"api_error_code": "resource_not_found"})
+    cookie, csrf = await harness.sign_in("Bob")
+    seen: list[str] = []
+    paths = [
+        "/",
+        "/dead-letters",
+        "/dead-letters/evt-1",
+        "/lookup?q=evt-1",
+        "/audit",
+        "/login",
+        "/metrics",
+        "/healthz",
+        "/api/queues",
+        "/api/overview",
+        "/api/dead-letters",
+        "/api/dead-letters/evt-1",
+        "/api/events/lookup?q=evt-1",
+        "/api/audit",
+    ]
+    for path in paths:
+        for credentials in ({"token": TOKEN}, {"token": None, "headers": {"Cookie": cookie}}):
+            status, headers, body = await harness.request("GET", path, **credentials)
+            assert status == 200, path
+            seen += [body, repr(headers)]
+    status, headers, body = await harness.request(
+        "POST", "/login", token=None, data={"token": TOKEN, "name": "Bob"}, headers={"Origin": harness.url}
+    )
+    seen += [body, repr(headers)]
+    status, headers, body = await harness.request("POST", "/login", token=None, data={"token": TOKEN + "x"})
+    seen += [body, repr(headers)]
+    status, body_json = await harness.api(
+        "POST", "/api/dead-letters/replay", {"ids": ["evt-1"], "dry_run": True}
+    )
+    seen.append(orjson.dumps(body_json).decode())
+    assert all(TOKEN not in text for text in seen)
+    assert TOKEN not in caplog.text
+
+
+async def test_cross_site_posts_are_refused(harness: Harness) -> None:
+    """With the session cookie, a state change needs this host's Origin and the CSRF token."""
+    await harness.dead_letter("evt-1")
+    cookie, csrf = await harness.sign_in()
+    replay = {"ids": ["evt-1"]}
+    form = {"action": "replay", "mode": "run", "ids": "evt-1", "csrf": csrf}
+    refused = [
+        (
+            "api, foreign Origin",
+            "/api/dead-letters/replay",
+            {"Origin": "http://evil.example", "X-CSRF-Token": csrf},
+        ),
+        ("api, no CSRF token", "/api/dead-letters/replay", {"Origin": harness.url}),
+        ("api, wrong CSRF token", "/api/dead-letters/replay", {"Origin": harness.url, "X-CSRF-Token": "x"}),
+        ("api, no Origin or Referer", "/api/dead-letters/replay", {"X-CSRF-Token": csrf}),
+        ("form, foreign Origin", "/dead-letters/action", {"Origin": "http://evil.example"}),
+        ("form, foreign Referer", "/dead-letters/action", {"Referer": "http://evil.example/page"}),
+        ("form, Origin null", "/dead-letters/action", {"Origin": "null"}),
+    ]
+    for label, path, headers in refused:
+        is_api = path.startswith("/api/")
+        status, _, _ = await harness.request(
+            "POST",
+            path,
+            token=None,
+            headers={"Cookie": cookie, **headers},
+            json=replay if is_api else None,
+            data=None if is_api else form,
+        )
+        assert status == 403, label
+    status, _, _ = await harness.request(
+        "POST", "/dead-letters/action", token=None, headers={"Cookie": cookie, "Origin": harness.url},
+        data={**form, "csrf": "wrong"},
+    )  # fmt: skip
+    assert status == 403
+    assert await harness.depth("dead-letter") == 1
+    assert await harness.depth("record-payment") == 0
+
+    # The same request from the page itself goes through (Referer is enough without Origin).
+    status, headers, _ = await harness.request(
+        "POST", "/dead-letters/action", token=None, headers={"Cookie": cookie, "Referer": harness.url + "/"},
+        data=form,
+    )  # fmt: skip
+    assert status == 303
+    assert headers["Location"] == "/dead-letters?done=replayed&n=1"
+    assert await harness.depth("record-payment") == 1
+
+
+async def test_sign_in_from_another_site_is_refused(harness: Harness) -> None:
+    status, headers, _ = await harness.request(
+        "POST", "/login", token=None, data={"token": TOKEN}, headers={"Origin": "http://evil.example"}
+    )
+    assert status == 403
+    assert "Set-Cookie" not in headers
+
+
+# -- the dead-letter browser ------------------------------------------------------------------
+
+
+async def test_list_with_each_filter(harness: Harness) -> None:
+    await harness.dead_letter("evt-a", failed_at=ago(hours=3), invoice="INV-1")
+    await harness.dead_letter(
+        "evt-b", reason="unmatched_invoice", origin="lockbox", type_="check.scan", invoice=None,
+        failed_at=ago(minutes=10),
+    )  # fmt: skip
+    await harness.dead_letter("evt-c", origin="lockbox", invoice="INV-3", failed_at=ago(minutes=1))
+    await harness.dead_letter(
+        "evt-d", reason="retries_exhausted", type_="check.scan", invoice="INV-4", failed_at=ago(days=2)
+    )
+    assert await harness.dead_letter_ids() == ["evt-a", "evt-b", "evt-c", "evt-d"]
+    expected = {
+        "?reason=invoice_not_found": ["evt-a", "evt-c"],
+        "?source=lockbox": ["evt-b", "evt-c"],
+        "?source=urn:lockbox:scanner": ["evt-b", "evt-d"],
+        "?type=check.scan": ["evt-b", "evt-d"],
+        "?invoice=INV-3": ["evt-c"],
+        "?older_than=1h": ["evt-a", "evt-d"],
+        "?newer_than=30m": ["evt-b", "evt-c"],
+        "?older_than=2h&newer_than=1d": ["evt-a"],
+        "?reason=invoice_not_found&source=lockbox": ["evt-c"],
+        "?limit=2": ["evt-a", "evt-b"],
+        "?reason=no_such_reason": [],
+    }
+    for query, ids in expected.items():
+        assert await harness.dead_letter_ids(query) == ids, query
+    status, body = await harness.api("GET", "/api/dead-letters?reason=unmatched_invoice")
+    (summary,) = body["dead_letters"]
+    assert summary == {
+        "id": "evt-b",
+        "reason": "unmatched_invoice",
+        "error": "unmatched_invoice for evt-b",
+        "attempts": 3,
+        "failed_at": summary["failed_at"],
+        "origin": "lockbox",
+        "source": "urn:lockbox:scanner",
+        "type": "check.scan",
+        "invoice_id": None,
+        "amount": "25.00",
+        "currency": "USD",
+        "replays": 0,
+    }
+    for bad in ("?older_than=soon", "?limit=0", "?limit=5000"):
+        status, problem = await harness.api("GET", f"/api/dead-letters{bad}")
+        assert status == 422, bad
+        assert problem["status"] == 422
+    # Listing leaves the queue as it was, in order.
+    assert await harness.depth("dead-letter") == 4
+    assert await harness.dead_letter_ids() == ["evt-a", "evt-b", "evt-c", "evt-d"]
+
+    status, _, page = await harness.request("GET", "/dead-letters?source=lockbox")
+    assert status == 200
+    assert re.findall(r'data-dead-letter="([^"]+)"', page) == ["evt-b", "evt-c"]
+    assert 'href="/dead-letters/evt-b"' in page
+
+
+async def test_detail(harness: Harness) -> None:
+    body = await harness.dead_letter("evt-1", chargebee={"api_error_code": "resource_not_found"})
+    status, detail = await harness.api("GET", "/api/dead-letters/evt-1")
+    assert status == 200
+    assert detail["id"] == "evt-1"
+    assert detail["event"] == orjson.loads(body)
+    assert detail["chargebee_error"] == {"api_error_code": "resource_not_found"}
+    assert detail["headers"]["x-payrelay-reason"] == "invoice_not_found"
+    assert detail["body"] is None
+
+    status, problem = await harness.api("GET", "/api/dead-letters/evt-unknown")
+    assert status == 404
+    assert problem["status"] == 404
+
+    status, _, page = await harness.request("GET", "/dead-letters/evt-1")
+    assert status == 200
+    assert "resource_not_found" in page
+    assert "REF-evt-1" in page  # the event JSON
+    assert "x-payrelay-attempts" in page  # the headers table
+    status, _, _ = await harness.request("GET", "/dead-letters/evt-unknown")
+    assert status == 404
+
+
+async def test_a_dry_run_touches_nothing(harness: Harness) -> None:
+    for event_id in ("evt-1", "evt-2", "evt-3"):
+        await harness.dead_letter(event_id)
+    before = await harness.dead_letter_ids()
+    status, outcome = await harness.api(
+        "POST", "/api/dead-letters/replay", {"ids": ["evt-2"], "dry_run": True}
+    )
+    assert status == 200
+    assert outcome == {"matched": 1, "moved": 0, "dry_run": True, "ids": ["evt-2"]}
+    status, outcome = await harness.api("POST", "/api/dead-letters/purge", {"all": True, "dry_run": True})
+    assert outcome == {"matched": 3, "moved": 0, "dry_run": True, "ids": ["evt-1", "evt-2", "evt-3"]}
+    assert await harness.depth("dead-letter") == 3
+    assert await harness.depth("record-payment") == 0
+    assert await harness.dead_letter_ids() == before
+    status, audit = await harness.api("GET", "/api/audit")
+    assert audit == {"audit": []}
+
+
+async def test_replay_by_id_moves_exactly_that_message(harness: Harness) -> None:
+    await harness.dead_letter("evt-1")
+    body = await harness.dead_letter("evt-2", reason="retries_exhausted")
+    await harness.dead_letter("evt-3")
+    status, outcome = await harness.api(
+        "POST", "/api/dead-letters/replay", {"ids": ["evt-2"]}, headers={"X-Payrelay-Operator": "Carol"}
+    )
+    assert status == 200
+    assert outcome == {"matched": 1, "moved": 1, "dry_run": False, "ids": ["evt-2"]}
+    (moved,) = await get_all(harness.amqp, f"{harness.prefix}.record-payment", expect=1)
+    assert moved.message_id == "evt-2"
+    assert moved.body == body
+    headers = moved.headers or {}
+    assert headers["x-payrelay-generation"] == 1
+    assert headers["x-payrelay-replayed-by"] == "ops:Carol"
+    assert headers["x-payrelay-previous-reason"] == "retries_exhausted"
+    assert "x-payrelay-reason" not in headers
+    assert "x-payrelay-attempts" not in headers
+    assert headers["x-payrelay-source"] == "acme-bank"
+    assert await harness.dead_letter_ids() == ["evt-1", "evt-3"]
+
+    status, _, metrics = await harness.request("GET", "/metrics", token=None)
+    assert "payrelay_replays_total 1.0" in metrics
+
+
+async def test_edit_and_replay_keeps_the_original(harness: Harness) -> None:
+    original = await harness.dead_letter("evt-1", invoice="INV-1", reason="invoice_not_found")
+    await harness.dead_letter("evt-2", invoice="INV-1")
+    status, outcome = await harness.api(
+        "POST", "/api/dead-letters/replay", {"ids": ["evt-1"], "set": {"invoice_id": "INV-1002"}}
+    )
+    assert status == 200
+    assert outcome["moved"] == 1
+    (moved,) = await get_all(harness.amqp, f"{harness.prefix}.record-payment", expect=1)
+    assert orjson.loads(moved.body)["data"]["invoice_id"] == "INV-1002"
+    assert orjson.loads(moved.body)["id"] == "evt-1"
+    headers = moved.headers or {}
+    assert headers["x-payrelay-original"] == original.decode()
+    assert orjson.loads(headers["x-payrelay-edits"]) == {"invoice_id": "INV-1002"}
+    assert await harness.dead_letter_ids() == ["evt-2"]
+    status, audit = await harness.api("GET", "/api/audit")
+    (record,) = audit["audit"]
+    assert record["action"] == "edit-replay"
+    assert record["details"]["edits"] == {"invoice_id": "INV-1002"}
+
+
+async def test_an_invalid_edit_or_selector_moves_nothing(harness: Harness) -> None:
+    await harness.dead_letter("evt-1")
+    await harness.dead_letter("evt-2")
+    requests = [
+        {"ids": ["evt-1"], "set": {"transaction_id": "x"}},  # not editable
+        {"ids": ["evt-1"], "set": {"amount": "twelve"}},  # leaves an invalid event
+        {"ids": ["evt-1"], "set": {"currency": "XXX"}},
+        {"reason": "invoice_not_found", "set": {"invoice_id": "not valid!"}},
+        {},  # selects nothing
+        {"all": False},
+        {"ids": ["evt-1"], "older_than": "whenever"},
+        {"ids": ["evt-1"], "unknown": 1},
+    ]
+    for request in requests:
+        status, problem = await harness.api("POST", "/api/dead-letters/replay", request)
+        assert status == 422, request
+        assert problem["status"] == 422
+    status, problem = await harness.api("POST", "/api/dead-letters/replay", [1, 2])
+    assert status == 422
+    status, _, _ = await harness.request("POST", "/api/dead-letters/replay", data=b"ids=evt-1")
+    assert status == 415
+    assert await harness.dead_letter_ids() == ["evt-1", "evt-2"]
+    assert await harness.depth("record-payment") == 0
+
+
+async def test_purge_requires_confirmation(harness: Harness) -> None:
+    await harness.dead_letter("evt-1")
+    await harness.dead_letter("evt-2", reason="invalid_event")
+    status, problem = await harness.api("POST", "/api/dead-letters/purge", {"reason": "invalid_event"})
+    assert status == 422
+    assert "confirm" in problem["detail"]
+    status, _ = await harness.api("POST", "/api/dead-letters/purge", {"confirm": True})
+    assert status == 422  # confirmed, but selecting nothing
+    assert await harness.depth("dead-letter") == 2
+    status, outcome = await harness.api(
+        "POST", "/api/dead-letters/purge", {"reason": "invalid_event", "confirm": True}
+    )
+    assert status == 200
+    assert outcome == {"matched": 1, "moved": 1, "dry_run": False, "ids": ["evt-2"]}
+    assert await harness.dead_letter_ids() == ["evt-1"]
+    assert await harness.depth("record-payment") == 0
+
+
+async def test_page_actions_preview_then_act_with_the_operator_in_the_audit(harness: Harness) -> None:
+    await harness.dead_letter("evt-1")
+    await harness.dead_letter("evt-2", reason="invalid_event")
+    cookie, csrf = await harness.sign_in("Dana")
+    session = {"Cookie": cookie, "Origin": harness.url}
+
+    async def post(**form: str) -> tuple[int, dict[str, str], str]:
+        return await harness.request(
+            "POST", "/dead-letters/action", token=None, headers=session, data={"csrf": csrf, **form}
+        )
+
+    status, _, page = await post(action="replay", mode="preview", ids="evt-1")
+    assert status == 200
+    assert "Dry run: replay would move 1 dead letter" in page
+    status, _, page = await post(action="purge", mode="preview", reason="invalid_event")
+    assert status == 200
+    assert 'name="confirm"' in page
+    status, _, _ = await post(action="purge", mode="run", reason="invalid_event")  # box not ticked
+    assert status == 200
+    assert await harness.depth("dead-letter") == 2
+    status, _, page = await post(
+        action="replay", mode="run", ids="evt-1", field="invoice_id", value="bad id!"
+    )
+    assert status == 422
+    assert "Nothing was changed" in page
+    assert await harness.depth("dead-letter") == 2
+
+    status, headers, _ = await post(action="purge", mode="run", reason="invalid_event", confirm="yes")
+    assert (status, headers["Location"]) == (303, "/dead-letters?done=purged&n=1")
+    status, headers, _ = await post(
+        action="replay", mode="run", ids="evt-1", field="invoice_id", value="INV-7"
+    )
+    assert (status, headers["Location"]) == (303, "/dead-letters?done=replayed&n=1")
+    status, _, page = await harness.request(
+        "GET", headers["Location"], token=None, headers={"Cookie": cookie}
+    )
+    assert "Replayed 1 dead letter to the work queue." in page
+    assert await harness.depth("dead-letter") == 0
+    (moved,) = await get_all(harness.amqp, f"{harness.prefix}.record-payment", expect=1)
+    assert (moved.headers or {})["x-payrelay-replayed-by"] == "ops:Dana"
+
+    status, audit = await harness.api("GET", "/api/audit")
+    assert [(r["action"], r["actor"], r["count"]) for r in audit["audit"]] == [
+        ("edit-replay", "ops:Dana", 1),
+        ("purge", "ops:Dana", 1),
+    ]
+    status, _, page = await harness.request("GET", "/audit")
+    assert "ops:Dana" in page and "edit-replay" in page
+
+
+async def test_lookup_tells_an_events_story(harness: Harness) -> None:
+    ledger = await Ledger.open(harness.settings.ledger_url)
+    try:
+        key = ("acme-bank", "urn:acme:core-banking", "evt-story")
+        await ledger.claim(key, owner="test", lease_seconds=30, invoice_id="INV-77")
+        await ledger.record_failure(
+            key, owner="test", error="invoice INV-77 not found", reason="invoice_not_found", final=True
+        )
+    finally:
+        await ledger.close()
+    await harness.dead_letter("evt-story", invoice="INV-77")
+    await harness.dead_letter("evt-other", invoice="INV-8")
+
+    status, story = await harness.api("GET", "/api/events/lookup?q=evt-story")
+    assert status == 200
+    (entry,) = story["ledger"]
+    assert entry["event_id"] == "evt-story"
+    assert entry["state"] == "dead_lettered"
+    assert entry["reason"] == "invoice_not_found"
+    assert [d["id"] for d in story["dead_letters"]] == ["evt-story"]
+    assert story["audit"] == []
+
+    await harness.api("POST", "/api/dead-letters/replay", {"ids": ["evt-story"]})
+    status, story = await harness.api("GET", "/api/events/lookup?q=evt-story")
+    assert story["dead_letters"] == []
+    assert [r["action"] for r in story["audit"]] == ["replay"]
+    status, by_invoice = await harness.api("GET", "/api/events/lookup?q=INV-77")
+    assert [e["event_id"] for e in by_invoice["ledger"]] == ["evt-story"]
+
+    status, _, page = await harness.request("GET", "/lookup?q=evt-story")
+    assert status == 200
+    assert "invoice INV-77 not found" in page
+    status, problem = await harness.api("GET", "/api/events/lookup?q=")
+    assert status == 422
+
+
+# -- queues and the dashboard -----------------------------------------------------------------
+
+
+async def test_queue_stats_include_unacked_from_the_management_api(harness: Harness) -> None:
+    """A message held by a consumer shows as unacked (management API) and as a consumer (AMQP)."""
+    channel = await harness.amqp.channel()
+    await channel.set_qos(prefetch_count=1)
+    work = f"{harness.prefix}.record-payment"
+    await channel.default_exchange.publish(aio_pika.Message(b"{}", message_id="held"), routing_key=work)
+    await channel.default_exchange.publish(aio_pika.Message(b"{}", message_id="waiting"), routing_key=work)
+    queue = await channel.get_queue(work, ensure=False)
+    held: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage] = asyncio.Queue()
+    await queue.consume(held.put)
+    await held.get()
+
+    deadline = asyncio.get_running_loop().time() + 20  # the management API samples every 5 s
+    while True:
+        status, body = await harness.api("GET", "/api/queues")
+        assert status == 200
+        stats = {q["name"]: q for q in body["queues"]}
+        if stats[work]["unacked"] == 1 or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    assert stats[work] | {"publish_rate": 0, "deliver_rate": 0} == {
+        "name": work,
+        "role": "work",
+        "label": "Work queue",
+        "ready": 1,
+        "unacked": 1,
+        "consumers": 1,
+        "publish_rate": 0,
+        "deliver_rate": 0,
+    }
+    assert isinstance(stats[work]["publish_rate"], float)
+    assert body["consumers"] == 1
+    assert list(stats) == [
+        work,
+        *(f"{harness.prefix}.retry.{t}" for t in ("5s", "30s", "2m", "10m", "30m")),
+        f"{harness.prefix}.dead-letter",
+    ]
+    status, _, metrics = await harness.request("GET", "/metrics", token=None)
+    assert f'payrelay_queue_messages{{queue="{work}",state="unacked"}} 1.0' in metrics
+    assert f'payrelay_queue_consumers{{queue="{work}"}} 1.0' in metrics
+    status, overview = await harness.api("GET", "/api/overview")
+    assert overview["consumers_healthy"] is True
+    await channel.close()
+
+
+async def test_queue_stats_without_the_management_api(
+    prefix: str, amqp: aio_pika.abc.AbstractConnection
+) -> None:
+    """Unconfigured or unreachable, the management API leaves unacked and rates unknown (None)."""
+    topology = build(prefix, [5, 30, 120, 600, 1800], 20)
+    broker = Broker(AMQP_URL, topology)
+    await broker.start(wait=5)
+    try:
+        channel = await amqp.channel()
+        await channel.default_exchange.publish(aio_pika.Message(b"{}"), routing_key=f"{prefix}.dead-letter")
+        await channel.close()
+        for management in (None, f"http://127.0.0.1:{free_port()}"):
+            settings = make_settings(prefix, amqp_management_url=management)
+            stats = await queue_stats(settings, broker, None)
+            dead = stats[-1]
+            assert (dead.name, dead.ready, dead.unacked, dead.publish_rate) == (
+                f"{prefix}.dead-letter", 1, None, None,
+            )  # fmt: skip
+    finally:
+        await broker.stop()
+
+
+async def test_dashboard_shows_depths_with_stable_hooks(harness: Harness) -> None:
+    await harness.dead_letter("evt-1")
+    await harness.dead_letter("evt-2")
+    status, _, page = await harness.request("GET", "/")
+    assert status == 200
+    dead = f"{harness.prefix}.dead-letter"
+    cell = re.search(rf'<td[^>]*data-queue="{re.escape(dead)}" data-field="ready"[^>]*>(\d+)</td>', page)
+    assert cell is not None and cell.group(1) == "2"
+    assert 'aria-live="polite"' in page
+    assert 'data-summary="dead_letters">2<' in page
+
+
+# -- configuration ----------------------------------------------------------------------------
+
+
+async def test_no_admin_token_is_a_config_error_unless_allowed_on_loopback(
+    prefix: str, amqp: aio_pika.abc.AbstractConnection, tmp_path: Path
+) -> None:
+    settings = ops_settings(prefix, tmp_path, admin_token=None)
+    with pytest.raises(ConfigError, match="PAYRELAY_ADMIN_TOKEN"):
+        create_app(settings)
+    with pytest.raises(ConfigError):
+        create_app(ops_settings(prefix, tmp_path, admin_token=""))
+
+    await declare_once(AMQP_URL, build(prefix, settings.retry_delays_seconds, settings.delivery_limit))
+    async with (
+        serve(create_app(settings, allow_no_token_on_loopback=True)) as url,
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http,
+    ):
+        open_app = Harness(url, http, settings, amqp, prefix)
+        await open_app.dead_letter("evt-1")
+        status, _, page = await open_app.request("GET", "/", token=None)
+        assert status == 200
+        assert "Open access" in page
+        status, outcome = await open_app.api(
+            "POST", "/api/dead-letters/replay", {"all": True, "dry_run": True}, token=None
+        )
+        assert (status, outcome["matched"]) == (200, 1)
+        status, _ = await open_app.api(
+            "POST", "/api/dead-letters/purge", {"all": True, "confirm": True}, token=None,
+            headers={"Origin": "http://evil.example"},
+        )  # fmt: skip
+        assert status == 403
+        status, _, _ = await open_app.request(
+            "POST", "/dead-letters/action", token=None, data={"action": "purge", "all": "1", "mode": "run"},
+            headers={"Origin": "http://evil.example"},
+        )  # fmt: skip
+        assert status == 403
+        assert await open_app.depth("dead-letter") == 1
