@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 
 from service import events
 from service.broker import Broker, Outgoing
@@ -25,6 +25,7 @@ from service.ledger import Ledger
 from service.topology import Topology
 
 Progress = Callable[[int, int], None]
+RETURN_WAIT_SECONDS = 2.0
 
 # Fields an operator may correct with --set, all under the event's `data`.
 EDITABLE = (
@@ -274,6 +275,14 @@ def replay_headers(
 
 
 @dataclass
+class Taken:
+    """Messages taken from the dead-letter queue, and how many of them were acked (removed)."""
+
+    messages: list[AbstractIncomingMessage] = field(default_factory=list)
+    acked: int = 0
+
+
+@dataclass
 class Outcome:
     """What an operation did (or, for a dry run, would do)."""
 
@@ -295,24 +304,38 @@ class DeadLetterQueue:
         self.ledger = ledger
 
     @contextlib.asynccontextmanager
-    async def _taken(
-        self, limit: int | None
-    ) -> AsyncIterator[tuple[AbstractChannel, list[AbstractIncomingMessage]]]:
+    async def _taken(self, limit: int | None) -> AsyncIterator[Taken]:
         """Up to `limit` messages taken unacked; whatever is not acked goes back, in order, on exit."""
         channel = await self.connection.channel()
+        taken = Taken()
+        available = 0
         try:
             queue = await channel.declare_queue(self.topology.dead_letter, passive=True)
             available = queue.declaration_result.message_count or 0
             count = available if limit is None else min(available, limit)
-            taken: list[AbstractIncomingMessage] = []
             for _ in range(count):
                 message = await queue.get(fail=False, no_ack=False)
                 if message is None:
                     break
-                taken.append(message)
-            yield channel, taken
+                taken.messages.append(message)
+            yield taken
         finally:
             await channel.close()
+            await self._settled(available - taken.acked)
+
+    async def _settled(self, expected: int, within: float = RETURN_WAIT_SECONDS) -> None:
+        """Wait (bounded) until the messages handed back are ready again.
+
+        A quorum queue applies the return of a closed channel's messages asynchronously: without
+        this, a browse straight after another could find the queue short, even empty.
+        """
+        if expected <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                # Polling is the only way: the broker does not announce returned messages.
+                while await self.count() < expected:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
 
     async def count(self) -> int:
         channel = await self.connection.channel()
@@ -325,8 +348,8 @@ class DeadLetterQueue:
     async def list(self, selector: Filter | None = None, limit: int | None = 1000) -> list[DeadLetter]:
         """Dead letters matching `selector` (all when None), oldest first; the queue is left as it was."""
         now = datetime.now(UTC)
-        async with self._taken(limit) as (_, taken):
-            letters = [decode(m.message_id, dict(m.headers or {}), m.body) for m in taken]
+        async with self._taken(limit) as taken:
+            letters = [decode(m.message_id, dict(m.headers or {}), m.body) for m in taken.messages]
         if selector is None:
             return letters
         return [letter for letter in letters if selector.matches(letter, now)]
@@ -418,10 +441,10 @@ class DeadLetterQueue:
     ) -> Outcome:
         outcome = Outcome(dry_run=dry_run)
         now = datetime.now(UTC)
-        async with self._taken(None) as (_, taken):
-            outcome.scanned = len(taken)
+        async with self._taken(None) as taken:
+            outcome.scanned = len(taken.messages)
             chosen = []
-            for message in taken:
+            for message in taken.messages:
                 letter = decode(message.message_id, dict(message.headers or {}), message.body)
                 if selector.matches(letter, now):
                     chosen.append((message, letter))
@@ -433,6 +456,7 @@ class DeadLetterQueue:
                 if not dry_run:
                     await act(message, letter)
                     outcome.moved += 1
+                    taken.acked += 1
                 if progress is not None:
                     progress(done, len(chosen))
         return outcome

@@ -310,6 +310,10 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself, in _begin
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
+        # In WAL mode NORMAL syncs at checkpoints, not at every commit: a committed outcome
+        # survives a process crash, and one lost to a power cut is recovered safely (the
+        # redelivery reuses the Chargebee idempotency key). Use PostgreSQL for stronger needs.
+        cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
 

@@ -46,6 +46,17 @@ def cmd_receiver(args: argparse.Namespace, settings: Settings) -> int:
     return _serve(create_app(settings), args.host, args.port)
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def cmd_ops(args: argparse.Namespace, settings: Settings) -> int:
+    from service.ops.app import create_app
+
+    app = create_app(settings, allow_no_token_on_loopback=args.host in LOOPBACK)
+    log.info("ops app on http://%s:%d", args.host, args.port)
+    return _serve(app, args.host, args.port)
+
+
 def cmd_topology(args: argparse.Namespace, settings: Settings) -> int:
     from service.broker import declare_once
     from service.topology import build
@@ -115,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     receiver.add_argument("--host", default="127.0.0.1")
     receiver.add_argument("--port", type=int, default=8080)
     receiver.set_defaults(run=cmd_receiver)
+
+    ops = sub.add_parser("ops", help="the ops web app: dashboard, dead-letter browser, JSON API")
+    ops.add_argument("--host", default="127.0.0.1")
+    ops.add_argument("--port", type=int, default=8081)
+    ops.set_defaults(run=cmd_ops)
 
     topology = sub.add_parser("topology", help="RabbitMQ topology")
     topology_sub = topology.add_subparsers(dest="topology_command", required=True, metavar="ACTION")

@@ -14,6 +14,7 @@ import logging
 from consumers.app import run as run_consumer
 from service.chargebee_sandbox import SandboxConfig
 from service.chargebee_sandbox import create_app as create_sandbox
+from service.ops.app import create_app as create_ops
 from service.receiver import create_app as create_receiver
 from service.serving import serve_until, stop_on_signals
 from service.settings import Settings, SourceSettings, load_settings
@@ -79,7 +80,8 @@ async def run_dev(args: argparse.Namespace) -> int:
         asyncio.create_task(serve_until(create_receiver(settings), args.host, ports["receiver"], stop)),
         asyncio.create_task(run_consumer(settings, stop, host=args.host, port=ports["consumer"])),
     ]
-    tasks.extend(_ops_tasks(settings, args.host, ports["ops"], stop))
+    ops = create_ops(settings, allow_no_token_on_loopback=True)
+    tasks.append(asyncio.create_task(serve_until(ops, args.host, ports["ops"], stop)))
     await asyncio.sleep(1.0)
     if not any(t.done() for t in tasks):
         print(banner(args, ports), flush=True)
@@ -90,11 +92,3 @@ async def run_dev(args: argparse.Namespace) -> int:
     for exc in failed:
         log.error("a dev component failed: %s", exc)
     return 1 if failed else 0
-
-
-def _ops_tasks(settings: Settings, host: str, port: int, stop: asyncio.Event) -> list[asyncio.Task[None]]:
-    try:
-        from service.ops.app import create_app as create_ops
-    except ImportError:  # the ops app is optional in dev until it is installed
-        return []
-    return [asyncio.create_task(serve_until(create_ops(settings), host, port, stop))]

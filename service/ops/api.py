@@ -50,7 +50,8 @@ broker unreachable (with `Retry-After`). Times are RFC 3339 UTC; rates are messa
 
 `GET /api/events/lookup?q=<event id or invoice id>`
     An event's story: `{"q", "ledger": [entries whose event_id or invoice_id is q],
-    "dead_letters": [summaries whose id or invoice_id is q], "audit": [records naming q]}`.
+    "dead_letters": [summaries whose id or invoice_id is q], "audit": [records naming q]}`;
+    `dead_letters` is null while the broker is unreachable (the rest is still answered).
 
 `GET /api/audit?limit=`
     `{"audit": [{"id", "at", "actor", "action", "selector", "count", "details"}]}`, newest first

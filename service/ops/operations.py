@@ -1,15 +1,14 @@
 """What the JSON API and the pages both do: the overview, dead-letter selection, replay, purge, lookup.
 
-`Ops` holds the app's resources (opened in the lifespan). Dead-letter operations take a lock and,
-before releasing it, wait for the messages they looked at to be back in the queue: browsing takes
-messages off the queue unacked for a moment, so overlapping operations of one process would
-each see only part of the queue.
+`Ops` holds the app's resources (opened in the lifespan). Dead-letter operations take a lock:
+browsing takes messages off the queue unacked for a moment (and `DeadLetterQueue` waits for them
+to be back before it returns), so overlapping operations of one process would each see only
+part of the queue.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 from dataclasses import dataclass, field
@@ -32,7 +31,6 @@ log = logging.getLogger("payrelay.ops")
 SCAN_LIMIT = 5000  # dead letters looked at per browse; replay and purge look at all of them
 DEFAULT_LIST_LIMIT = 100
 RECENT_OUTCOMES = 20
-RETURN_WAIT_SECONDS = 2.0
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
 _UNITS = {"s": "seconds", "": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
@@ -170,7 +168,6 @@ class Ops:
         async with self.dead_letter_lock:
             queue = self.dead_letters()
             letters = await queue.list(None, limit=SCAN_LIMIT)
-            await _returned(queue, len(letters))
         return letters
 
     async def dead_letter(self, letter_id: str) -> DeadLetter | None:
@@ -184,7 +181,6 @@ class Ops:
             outcome = await queue.replay(
                 selector, actor=actor, edits=request.edits or None, dry_run=request.dry_run
             )
-            await _returned(queue, outcome.scanned - outcome.moved)
         if not outcome.dry_run:
             self.metrics.replays.inc(outcome.moved)
             log.info("%s replayed %d dead letter(s) (%s)", actor, outcome.moved, selector.describe())
@@ -195,7 +191,6 @@ class Ops:
         async with self.dead_letter_lock:
             queue = self.dead_letters()
             outcome = await queue.purge(selector, actor=actor, dry_run=request.dry_run)
-            await _returned(queue, outcome.scanned - outcome.moved)
         if not outcome.dry_run:
             log.info("%s purged %d dead letter(s) (%s)", actor, outcome.moved, selector.describe())
         return outcome
@@ -234,22 +229,6 @@ class Story:
             "dead_letters": None if self.dead_letters is None else [d.summary() for d in self.dead_letters],
             "audit": [audit_dict(r) for r in self.audit],
         }
-
-
-async def _returned(queue: DeadLetterQueue, count: int, within: float = RETURN_WAIT_SECONDS) -> None:
-    """Wait (bounded) until the `count` messages a browse handed back are ready in the queue again.
-
-    Closing the browsing channel returns its unacked messages, but a quorum queue applies the
-    return asynchronously: a browse right after could find the queue short, even empty. New dead
-    letters arriving meanwhile can end the wait early; that only narrows the window.
-    """
-    if count <= 0:
-        return
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(within):
-            # Polling is the only way: the broker does not announce returned messages.
-            while await queue.count() < count:  # noqa: ASYNC110
-                await asyncio.sleep(0.02)
 
 
 def _selected(request: Selection) -> Filter:
