@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -171,9 +172,12 @@ class RecordPaymentWorker:
             )
             raise error
         generation = _int_header(headers, GENERATION)
+        # One owner per delivery, not per process: two copies of an event in flight in this very
+        # process must not both pass the claim.
+        owner = f"{self.owner}/{uuid.uuid4().hex[:12]}"
         claim = await self.ledger.claim(
             key,
-            owner=self.owner,
+            owner=owner,
             lease_seconds=self.settings.ledger_lease_seconds,
             invoice_id=invoice_id,
             generation=generation,
@@ -188,7 +192,7 @@ class RecordPaymentWorker:
         try:
             result = await self.chargebee.record_payment(request, _header(headers, "traceparent"))
         except PaymentError as error:
-            await self._note_failure(key, error, attempts)
+            await self._note_failure(key, owner, error, attempts)
             raise
         now = _now()
         stored = confirmations.encode(confirmations.build(key, event, invoice_id, result, now))
@@ -204,16 +208,16 @@ class RecordPaymentWorker:
                 recorded_at=now,
                 confirmation=stored,
             ),
-            owner=self.owner,
+            owner=owner,
         )
         await self._confirm(stored, headers)
         return Ack("recorded")
 
-    async def _note_failure(self, key: EventKey, error: PaymentError, attempts: int) -> None:
+    async def _note_failure(self, key: EventKey, owner: str, error: PaymentError, attempts: int) -> None:
         disposition = decide(error, attempts, self.settings.max_attempts, self.topology.retry_tiers, self.rng)
         final = isinstance(disposition, DeadLetter)
         reason = disposition.reason if isinstance(disposition, DeadLetter) else None
-        await self.ledger.record_failure(key, owner=self.owner, error=str(error), reason=reason, final=final)
+        await self.ledger.record_failure(key, owner=owner, error=str(error), reason=reason, final=final)
 
     async def _confirm(self, stored: bytes, headers: dict[str, Any]) -> None:
         extra = {"traceparent": headers["traceparent"]} if "traceparent" in headers else {}

@@ -18,10 +18,10 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -32,6 +32,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 log = logging.getLogger("payrelay.ledger")
 
 EventKey = tuple[str, str, str]  # (configured source, CloudEvent source, CloudEvent id)
+T = TypeVar("T")
+Write = Callable[[AsyncConnection], Awaitable[T]]
 
 SCHEMA_VERSION = 1
 _DRIVERS = {
@@ -44,6 +46,7 @@ _DRIVERS = {
 _SQLITE_BUSY_TIMEOUT_MS = 10_000
 _DDL_LOCK_KEY = 0x70617972656C6179  # "payrelay": replicas starting together create the tables once
 _CLAIM_TRIES = 3
+_GROUP_MAX = 200  # writes per shared transaction
 _MAX_ERROR_CHARS = 4000
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
 
@@ -337,6 +340,8 @@ class Ledger:
         self._write_lock: contextlib.AbstractAsyncContextManager[Any] = (
             asyncio.Lock() if is_sqlite else contextlib.nullcontext()
         )
+        self._pending: list[tuple[Write[Any], asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, url: str, *, schema: str | None = None) -> Ledger:
@@ -354,12 +359,54 @@ class Ledger:
         return ledger
 
     async def close(self) -> None:
+        if self._flusher is not None:
+            await self._flusher
         await self._engine.dispose()
 
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
         async with self._write_lock, self._writer.begin() as conn:
             yield conn
+
+    async def _grouped(self, op: Write[T]) -> T:
+        """Run one write in a transaction shared with whatever other writes are waiting (group commit).
+
+        Under load many consumer tasks write at once; committing them together costs one lock,
+        one BEGIN and one COMMIT (one fsync) instead of one each. The answer is given only after
+        the shared transaction committed, so a claim is never reported before it is durable.
+        """
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append((op, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await asyncio.shield(future)
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:_GROUP_MAX], self._pending[_GROUP_MAX:]
+            try:
+                async with self._write() as conn:
+                    results = [await op(conn) for op, _ in batch]
+            except Exception:
+                # One write failed and took the shared transaction with it: run each on its own,
+                # so that only the failing one reports the error.
+                for op, future in batch:
+                    await self._alone(op, future)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+
+    async def _alone(self, op: Write[Any], future: asyncio.Future[Any]) -> None:
+        try:
+            async with self._write() as conn:
+                result = await op(conn)
+        except Exception as exc:
+            if not future.done():
+                future.set_exception(exc)
+            return
+        if not future.done():
+            future.set_result(result)
 
     async def _create_schema(self, schema: str | None) -> None:
         async with self._write() as conn:
@@ -398,9 +445,13 @@ class Ledger:
                 "created_at": now,
                 "updated_at": now,
             }
-            async with self._write() as conn:
+
+            async def claim(conn: AsyncConnection, values: dict[str, Any] = values) -> tuple[Any, Any]:
                 claimed = await conn.scalar(self._sql.claim, values)
                 row = None if claimed is not None else (await conn.execute(_ROW, _key_values(key))).first()
+                return claimed, row
+
+            claimed, row = await self._grouped(claim)
             if claimed is not None:
                 return Claim("claimed", claimed)
             if row is None:
@@ -432,10 +483,13 @@ class Ledger:
             "created_at": now,
             "updated_at": now,
         }
-        async with self._write() as conn:
+
+        async def success(conn: AsyncConnection) -> Any:
             if await conn.scalar(self._sql.success, values) is not None:
-                return
-            kept = await conn.scalar(_TRANSACTION_ID, _key_values(key))
+                return recorded.transaction_id
+            return await conn.scalar(_TRANSACTION_ID, _key_values(key))
+
+        kept = await self._grouped(success)
         if kept != recorded.transaction_id:
             log.warning(
                 "event %s was already recorded as transaction %s; kept it over %s",
@@ -466,8 +520,11 @@ class Ledger:
             "updated_at": now,
             "reporter": owner,
         }
-        async with self._write() as conn:
-            applied = await conn.scalar(self._sql.failure, values)
+
+        async def failure(conn: AsyncConnection) -> Any:
+            return await conn.scalar(self._sql.failure, values)
+
+        applied = await self._grouped(failure)
         if applied is None:
             log.info("ignored failure of %s from %s: recorded, or held by another owner", key, owner)
 

@@ -259,3 +259,29 @@ async def test_sigterm_finishes_in_flight_work(
         queue = await channel.declare_queue(f"{prefix}.record-payment", passive=True)
         assert queue.declaration_result.message_count == 0  # acked, not returned
         assert await amount_paid(http, sandbox_url, "INV-1004") == 2500
+
+
+async def test_two_copies_in_flight_in_one_consumer_call_chargebee_once(
+    prefix: str, tmp_path: Path, amqp: aio_pika.abc.AbstractConnection, http: aiohttp.ClientSession
+) -> None:
+    """Both copies of an event prefetched by the same consumer at once: one Chargebee call."""
+    async with sandbox_server() as sandbox_url:
+        settings = pipeline_settings(prefix, f"sqlite:///{tmp_path / 'ledger.db'}", sandbox_url)
+        fault = {"latency_ms": 500, "invoice_id": "INV-1005", "count": 2}
+        await sandbox_admin(http, sandbox_url, "POST", "/sandbox/faults", fault)
+        async with running_worker(settings), capture_queue(amqp, prefix) as capture:
+            event = deposit("INV-1005")
+            await publish_raw(amqp, prefix, event)
+            await publish_raw(amqp, prefix, event)
+            got: list[dict[str, Any]] = []
+
+            async def two_confirmations() -> bool:
+                message = await capture.get(fail=False, no_ack=True)
+                if message is not None:
+                    got.append(orjson.loads(message.body))
+                return len(got) == 2
+
+            await until(two_confirmations, within=20, what="both copies to be confirmed")
+        assert got[0] == got[1]
+        async with http.get(f"{sandbox_url}/sandbox/requests") as response:
+            assert len((await response.json())["requests"]) == 1

@@ -13,9 +13,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
+import sqlalchemy as sa
 
 from service.ledger import Claim, Entry, EventKey, Ledger, Recorded, async_url
 
@@ -189,6 +191,25 @@ async def test_concurrent_claims_have_exactly_one_winner(backend: Backend, ledge
         await other.close()
     assert sorted(r.status for r in results) == ["busy"] * 19 + ["claimed"]
     assert all(r.attempts == 1 for r in results)
+
+
+async def test_writes_in_flight_together_share_one_commit_and_fail_alone(ledger: Ledger) -> None:
+    """Concurrent writes are committed together; one that fails fails alone, the others stand."""
+
+    async def broken(conn: Any) -> None:
+        await conn.execute(sa.text("SELECT * FROM no_such_table"))
+
+    keys = [("acme-bank", "urn:acme", f"evt-{i}") for i in range(5)]
+    results = await asyncio.gather(
+        *(claim(ledger, key=key) for key in keys[:2]),
+        ledger._grouped(broken),
+        *(claim(ledger, key=key) for key in keys[2:]),
+        return_exceptions=True,
+    )
+    assert [r.status for r in results if isinstance(r, Claim)] == ["claimed"] * 5
+    assert sum(isinstance(r, sa.exc.SQLAlchemyError) for r in results) == 1
+    for key in keys:
+        assert (await stored(ledger, key)).state == "in_progress"
 
 
 async def test_cleanup_deletes_entries_past_retention(ledger: Ledger) -> None:
