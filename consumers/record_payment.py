@@ -24,7 +24,7 @@ from consumers.chargebee import ChargebeeClient
 from consumers.dispositions import Ack, DeadLetter, Disposition, Requeue, Retry, busy, decide
 from consumers.errors import ConfigurationFault, InvalidEvent, PaymentError, UnmatchedInvoice
 from consumers.mapping import EventKey, find_invoice, invoice_pattern, to_request
-from service import events
+from service import events, tracing
 from service.broker import Broker, BrokerUnavailable, Outgoing
 from service.ledger import Ledger
 from service.ledger import Recorded as LedgerRecord
@@ -211,6 +211,17 @@ class RecordPaymentWorker:
             owner=owner,
         )
         await self._confirm(stored, headers)
+        log.info(
+            "recorded %s from %s on %s: %s %s, transaction %s, invoice %s%s",
+            event.id,
+            origin,
+            invoice_id,
+            event.payment.amount,
+            event.payment.currency,
+            result.transaction_id,
+            result.invoice_status,
+            tracing.log_suffix(_header(headers, "traceparent")),
+        )
         return Ack("recorded")
 
     async def _note_failure(self, key: EventKey, owner: str, error: PaymentError, attempts: int) -> None:

@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service import events as ev
+from service import tracing
 from service.broker import Broker, BrokerUnavailable, Outgoing
 from service.metrics import Metrics, create_metrics
 from service.openapi import openapi_document
@@ -170,7 +171,7 @@ class Ingest:
         outgoing: list[Outgoing] = []
         identities = []
         headers = {"x-payrelay-source": source.name}
-        traceparent = request.headers.get("traceparent")
+        traceparent = tracing.valid(request.headers.get("traceparent"))
         if traceparent:
             headers["traceparent"] = traceparent
         for event in events:
@@ -203,6 +204,13 @@ class Ingest:
             self.metrics.publish_duration.observe(time.perf_counter() - started)
             for identity in identities:
                 self.recent.add(identity)
+            log.info(
+                "accepted %d event(s) from %s, first %s%s",
+                len(outgoing),
+                source.name,
+                outgoing[0].message_id,
+                tracing.log_suffix(traceparent),
+            )
         body = {"accepted": len(events), "published": len(outgoing), "ids": [e.id for e in events]}
         return Response(orjson.dumps(body), status_code=202, media_type="application/json"), types
 

@@ -144,3 +144,24 @@ def test_parse_body_single_and_batch() -> None:
 def test_rfc3339_variants(value: str) -> None:
     """RFC 3339's allowed variants parse to aware UTC datetimes."""
     assert parse_time(value).tzinfo is UTC
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            " trace=4bf92f3577b34da6a3ce929d0e0e4736",
+        ),
+        ("00-00000000000000000000000000000000-00f067aa0ba902b7-01", ""),
+        ("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", ""),
+        ("garbage", ""),
+        (None, ""),
+    ],
+)
+def test_traceparent_is_passed_on_only_when_well_formed(header: str | None, expected: str) -> None:
+    """A well-formed W3C traceparent is logged by its trace id; anything else is dropped."""
+    from service.tracing import log_suffix, valid
+
+    assert log_suffix(header) == expected
+    assert (valid(header) is not None) == bool(expected)
