@@ -22,7 +22,7 @@ from aio_pika.abc import AbstractConnection, AbstractIncomingMessage, AbstractQu
 from consumers import confirmations
 from consumers.chargebee import ChargebeeClient
 from consumers.dispositions import Ack, DeadLetter, Disposition, Requeue, Retry, busy, decide
-from consumers.errors import ConfigurationFault, InvalidEvent, PaymentError, UnmatchedInvoice
+from consumers.errors import ConfigurationFault, InvalidEvent, PaymentError, TransientError, UnmatchedInvoice
 from consumers.mapping import EventKey, find_invoice, invoice_pattern, to_request
 from service import events, tracing
 from service.broker import Broker, BrokerUnavailable, Outgoing
@@ -141,19 +141,21 @@ class RecordPaymentWorker:
         try:
             return await self._record(message, headers, attempts)
         except PaymentError as error:
-            disposition = decide(
-                error, attempts, self.settings.max_attempts, self.topology.retry_tiers, self.rng
-            )
             if isinstance(error, ConfigurationFault):
-                self._pause(str(error))
-            return disposition
+                # Stop deliveries before the message goes back, or it would bounce straight back
+                # to us and spend the queue's delivery limit.
+                await self._pause(str(error))
+            return decide(error, attempts, self.settings.max_attempts, self.topology.retry_tiers, self.rng)
         except BrokerUnavailable as exc:
             # The payment is recorded but its confirmations are not out: try again, the ledger
             # turns the redelivery into a republish.
             return Requeue(f"confirmations not published: {exc}", delay=REQUEUE_DELAY)
-        except Exception:
+        except Exception as exc:
+            # The ledger unreachable, or a bug: not the message's fault, and a plain requeue would
+            # spend the delivery limit in seconds. Retry it on the tiers like any transient error.
             log.exception("unexpected error on message %s", message.message_id)
-            return Requeue("unexpected error", delay=REQUEUE_DELAY)
+            internal = TransientError(f"internal error: {type(exc).__name__}: {str(exc)[:300]}")
+            return decide(internal, attempts, self.settings.max_attempts, self.topology.retry_tiers, self.rng)
 
     async def _record(
         self, message: AbstractIncomingMessage, headers: dict[str, Any], attempts: int
@@ -306,7 +308,7 @@ class RecordPaymentWorker:
 
     # -- credentials pause -------------------------------------------------------------------
 
-    def _pause(self, why: str) -> None:
+    async def _pause(self, why: str) -> None:
         if self.paused_reason is not None:
             return
         self.paused_reason = why
@@ -315,8 +317,8 @@ class RecordPaymentWorker:
             "Chargebee refused the API key; consuming paused, credentials re-checked every %.0fs",
             self.settings.auth_retry_seconds,
         )
-        asyncio.get_running_loop().create_task(self._stop_consuming())
         self._auth_task = asyncio.get_running_loop().create_task(self._recheck_credentials())
+        await self._stop_consuming()
 
     async def _recheck_credentials(self) -> None:
         while not self.stopping:

@@ -285,3 +285,38 @@ async def test_two_copies_in_flight_in_one_consumer_call_chargebee_once(
         assert got[0] == got[1]
         async with http.get(f"{sandbox_url}/sandbox/requests") as response:
             assert len((await response.json())["requests"]) == 1
+
+
+async def test_ledger_outage_is_retried_not_dead_lettered(
+    prefix: str, amqp: aio_pika.abc.AbstractConnection, http: aiohttp.ClientSession
+) -> None:
+    """PostgreSQL unreachable: the event waits in the retry tiers (no hot requeue), then is recorded."""
+    database = TcpProxy(target_port=5432)
+    await database.start()
+    ledger_url = f"postgresql://postgres@127.0.0.1:{database.port}/test"
+    try:
+        async with sandbox_server() as sandbox_url:
+            settings = pipeline_settings(
+                prefix, ledger_url, sandbox_url, retry_delays_seconds=[1, 1, 1], max_attempts=10
+            )
+            async with running_worker(settings) as worker, capture_queue(amqp, prefix) as capture:
+                await database.cut()
+                await publish_raw(amqp, prefix, deposit("INV-1006"))
+                await until(lambda: _retried(worker), within=10, what="a retry through the tiers")
+                channel = await amqp.channel()
+                dead = await channel.declare_queue(f"{prefix}.dead-letter", passive=True)
+                assert dead.declaration_result.message_count == 0
+                await database.restore()
+                await until(lambda: _has_message(capture), within=20, what="the confirmation")
+            assert await amount_paid(http, sandbox_url, "INV-1006") == 2500
+    finally:
+        await database.cut()
+
+
+async def _retried(worker: Any) -> bool:
+    return any(
+        sample.value > 0
+        for metric in worker.metrics.retries.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    )
