@@ -1,0 +1,114 @@
+"""The sandbox admin routes (`/sandbox/...`): invoices, the request log, faults, api key, reset."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from service.chargebee_sandbox.invoices import invoice_json
+from service.chargebee_sandbox.replies import JSON_MEDIA_TYPE, Json
+from service.chargebee_sandbox.specs import ApiKey, BulkSpec, FaultSpec, InvoiceSpec
+from service.chargebee_sandbox.state import Armed, sandbox_of
+from service.problems import problem
+
+
+def _ok(body: Json, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type=JSON_MEDIA_TYPE)
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+async def _parse(request: Request, model: type[_Model]) -> _Model | Response:
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        return problem(400, "invalid request body", errors=errors)
+
+
+async def health(request: Request) -> Response:
+    return _ok({"status": "ok"})
+
+
+async def create_invoice(request: Request) -> Response:
+    spec = await _parse(request, InvoiceSpec)
+    if isinstance(spec, Response):
+        return spec
+    sandbox = sandbox_of(request)
+    if spec.id in sandbox.invoices:
+        return problem(409, f"invoice {spec.id} already exists")
+    return _ok({"invoice": invoice_json(sandbox.add_invoice(spec), "v2")}, 201)
+
+
+async def create_invoices_bulk(request: Request) -> Response:
+    spec = await _parse(request, BulkSpec)
+    if isinstance(spec, Response):
+        return spec
+    sandbox = sandbox_of(request)
+    ids = [f"{spec.prefix}{n}" for n in range(1, spec.count + 1)]
+    taken = next((i for i in ids if i in sandbox.invoices), None)
+    if taken is not None:
+        return problem(409, f"invoice {taken} already exists; nothing was created")
+    for invoice_id in ids:
+        sandbox.add_invoice(
+            InvoiceSpec(id=invoice_id, total=spec.total, currency_code=spec.currency_code, status=spec.status)
+        )
+    return _ok({"created": len(ids), "first": ids[0], "last": ids[-1]}, 201)
+
+
+async def list_requests(request: Request) -> Response:
+    sandbox = sandbox_of(request)
+    invoice_id = request.query_params.get("invoice_id")
+    entries = [e for e in sandbox.requests if invoice_id is None or e["invoice_id"] == invoice_id]
+    return _ok({"requests": entries, "dropped": sandbox.dropped})
+
+
+async def clear_requests(request: Request) -> Response:
+    sandbox = sandbox_of(request)
+    cleared = len(sandbox.requests)
+    sandbox.requests.clear()
+    sandbox.dropped = 0
+    return _ok({"cleared": cleared})
+
+
+def _fault_json(armed: Armed) -> Json:
+    return {**armed.spec.model_dump(), "remaining": armed.remaining}
+
+
+async def add_fault(request: Request) -> Response:
+    spec = await _parse(request, FaultSpec)
+    if isinstance(spec, Response):
+        return spec
+    sandbox = sandbox_of(request)
+    sandbox.add_fault(spec)
+    return _ok({"fault": _fault_json(sandbox.faults[-1])}, 201)
+
+
+async def list_faults(request: Request) -> Response:
+    return _ok({"faults": [_fault_json(armed) for armed in sandbox_of(request).faults]})
+
+
+async def clear_faults(request: Request) -> Response:
+    sandbox = sandbox_of(request)
+    cleared = len(sandbox.faults)
+    sandbox.faults.clear()
+    return _ok({"cleared": cleared})
+
+
+async def set_api_key(request: Request) -> Response:
+    spec = await _parse(request, ApiKey)
+    if isinstance(spec, Response):
+        return spec
+    sandbox_of(request).set_api_key(spec.api_key)
+    return Response(status_code=204)
+
+
+async def reset(request: Request) -> Response:
+    sandbox = sandbox_of(request)
+    sandbox.reset()
+    return _ok({"invoices": len(sandbox.invoices)})

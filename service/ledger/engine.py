@@ -1,0 +1,82 @@
+"""Ledger URLs and engines: the async driver for each scheme, SQLite pragmas, the PostgreSQL schema."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
+_SQLITE_BUSY_TIMEOUT_MS = 10_000
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
+
+
+def async_url(url: str) -> str:
+    """`sqlite:///path/to/file.db` or `postgresql://user@host:port/db` (or `postgres://`) as an async URL."""
+    return _driver_url(url).render_as_string(hide_password=False)
+
+
+def _driver_url(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        # `from None`: the URL may carry a password, and the parser's message repeats it.
+        raise ValueError(
+            "ledger URL must be sqlite:///path/to/file.db or postgresql://user@host:port/db"
+        ) from None
+    driver = _DRIVERS.get(parsed.drivername)
+    if driver is None:
+        raise ValueError(
+            f"unsupported ledger URL scheme {parsed.drivername!r}: "
+            "use sqlite:///path/to/file.db or postgresql://user@host:port/db"
+        )
+    if driver == "sqlite+aiosqlite" and (parsed.host or not parsed.database):
+        raise ValueError("a SQLite ledger URL needs a file path: sqlite:///path/to/file.db")
+    return parsed.set(drivername=driver)
+
+
+def engine_for(url: str, schema: str | None) -> AsyncEngine:
+    target = _driver_url(url)
+    if target.get_backend_name() == "sqlite":
+        if schema is not None:
+            raise ValueError("schema= is for PostgreSQL; a SQLite ledger is a file of its own")
+        engine = create_async_engine(target)
+        _configure_sqlite(engine)
+        return engine
+    if schema is not None and not _IDENTIFIER.match(schema):
+        raise ValueError(f"schema must be a lower-case SQL identifier, got {schema!r}")
+    server_settings = {"search_path": schema} if schema else {}
+    return create_async_engine(target, pool_pre_ping=True, connect_args={"server_settings": server_settings})
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    """WAL (readers never block the writer), a busy timeout, and BEGIN IMMEDIATE for writers."""
+
+    @sa.event.listens_for(engine.sync_engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself, in _begin
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # In WAL mode NORMAL syncs at checkpoints, not at every commit: a committed outcome
+        # survives a process crash, and one lost to a power cut is recovered safely (the
+        # redelivery reuses the Chargebee idempotency key). Use PostgreSQL for stronger needs.
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @sa.event.listens_for(engine.sync_engine, "begin")
+    def _begin(conn: sa.Connection) -> None:
+        # A writer takes the write lock up front: a deferred transaction that read first could
+        # not wait for it later and would fail with "database is locked" half-way through.
+        write = conn.get_execution_options().get("payrelay_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")

@@ -1,0 +1,80 @@
+"""What the ledger hands out: frozen records of its rows and audit, and the row conversions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any, Literal
+
+import sqlalchemy as sa
+
+from service.ledger.tables import KEY_COLUMNS
+
+EventKey = tuple[str, str, str]  # (configured source, CloudEvent source, CloudEvent id)
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What Chargebee answered when it recorded the payment."""
+
+    transaction_id: str
+    invoice_id: str
+    invoice_status: str
+    amount_due: int
+    amount: int
+    currency: str
+    recorded_at: datetime  # aware UTC
+    confirmation: bytes  # the consumer's confirmations payload, republished for duplicates
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    status: Literal["claimed", "recorded", "busy"]
+    attempts: int  # attempts so far, this one included when claimed
+    recorded: Recorded | None = None  # set when status == "recorded"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A ledger row, for the ops app and the CLI."""
+
+    key: EventKey
+    state: str
+    invoice_id: str | None
+    attempts: int
+    transaction_id: str | None
+    invoice_status: str | None
+    last_error: str | None
+    reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    selector: str
+    count: int
+    details: dict[str, Any]
+
+
+def key_values(key: EventKey) -> dict[str, str]:
+    return dict(zip(KEY_COLUMNS, key, strict=True))
+
+
+def to_entry(row: sa.Row[Any]) -> Entry:
+    columns = row._mapping
+    key = (row.origin, row.source, row.event_id)
+    return Entry(key=key, **{f.name: columns[f.name] for f in fields(Entry) if f.name != "key"})
+
+
+def to_recorded(row: sa.Row[Any]) -> Recorded:
+    return Recorded(**{f.name: row._mapping[f.name] for f in fields(Recorded)})
+
+
+def to_audit_record(row: sa.Row[Any]) -> AuditRecord:
+    return AuditRecord(**row._mapping)

@@ -1,0 +1,323 @@
+"""`Ledger`: claims, outcomes, queries and the audit on one database, writes committed in groups."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from service.ledger.engine import engine_for
+from service.ledger.records import (
+    AuditRecord,
+    Claim,
+    Entry,
+    EventKey,
+    Recorded,
+    key_values,
+    to_audit_record,
+    to_entry,
+    to_recorded,
+)
+from service.ledger.tables import (
+    AUDIT,
+    KEY_COLUMNS,
+    LEDGER,
+    METADATA,
+    ROW,
+    SCHEMA,
+    SCHEMA_VERSION,
+    TRANSACTION_ID,
+    Upserts,
+    utc,
+)
+
+log = logging.getLogger("payrelay.ledger")
+
+T = TypeVar("T")
+Write = Callable[[AsyncConnection], Awaitable[T]]
+
+_DDL_LOCK_KEY = 0x70617972656C6179  # "payrelay": replicas starting together create the tables once
+_CLAIM_TRIES = 3
+_GROUP_MAX = 200  # writes per shared transaction
+_MAX_ERROR_CHARS = 4000
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Ledger:
+    """Outcomes and audit on one database; build it with `await Ledger.open(url)`."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._writer = engine.execution_options(payrelay_write=True)
+        is_sqlite = engine.dialect.name == "sqlite"
+        self._sql = Upserts.build(sqlite.insert if is_sqlite else postgresql.insert)
+        # SQLite has one writer: queue this process's writers here rather than in busy_timeout.
+        self._write_lock: contextlib.AbstractAsyncContextManager[Any] = (
+            asyncio.Lock() if is_sqlite else contextlib.nullcontext()
+        )
+        self._pending: list[tuple[Write[Any], asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, url: str, *, schema: str | None = None) -> Ledger:
+        """Connect and create the tables if missing.
+
+        `schema` (PostgreSQL only) keeps the tables in that schema, creating it if needed; tests
+        use a fresh one each, and deployments may use it to share a database.
+        """
+        ledger = cls(engine_for(url, schema))
+        try:
+            await ledger._create_schema(schema)
+        except BaseException:
+            await ledger.close()
+            raise
+        return ledger
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            await self._flusher
+        await self._engine.dispose()
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        async with self._write_lock, self._writer.begin() as conn:
+            yield conn
+
+    async def _grouped(self, op: Write[T]) -> T:
+        """Run one write in a transaction shared with whatever other writes are waiting (group commit).
+
+        Under load many consumer tasks write at once; committing them together costs one lock,
+        one BEGIN and one COMMIT (one fsync) instead of one each. The answer is given only after
+        the shared transaction committed, so a claim is never reported before it is durable.
+        """
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append((op, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await asyncio.shield(future)
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:_GROUP_MAX], self._pending[_GROUP_MAX:]
+            try:
+                async with self._write() as conn:
+                    results = [await op(conn) for op, _ in batch]
+            except Exception:
+                # One write failed and took the shared transaction with it: run each on its own,
+                # so that only the failing one reports the error.
+                for op, future in batch:
+                    await self._alone(op, future)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+
+    async def _alone(self, op: Write[Any], future: asyncio.Future[Any]) -> None:
+        try:
+            async with self._write() as conn:
+                result = await op(conn)
+        except Exception as exc:
+            if not future.done():
+                future.set_exception(exc)
+            return
+        if not future.done():
+            future.set_result(result)
+
+    async def _create_schema(self, schema: str | None) -> None:
+        async with self._write() as conn:
+            if conn.dialect.name == "postgresql":
+                await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_DDL_LOCK_KEY)))
+                if schema:
+                    await conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+            await conn.run_sync(METADATA.create_all)
+            version = await conn.scalar(sa.select(sa.func.max(SCHEMA.c.version)))
+            if version is None:
+                await conn.execute(SCHEMA.insert().values(version=SCHEMA_VERSION))
+            elif version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"ledger schema is version {version}; this payrelay knows {SCHEMA_VERSION}"
+                )
+
+    async def claim(
+        self, key: EventKey, *, owner: str, lease_seconds: float, invoice_id: str | None, generation: int = 0
+    ) -> Claim:
+        """Take the event for one Chargebee attempt, or say why not ("recorded" or "busy").
+
+        Takeable: a new event, an expired lease, the owner's own lease, a transient failure
+        waiting for retry, or a dead-lettered event being replayed.
+        """
+        attempts = 0
+        for _ in range(_CLAIM_TRIES):
+            now = _now()
+            values = {
+                **key_values(key),
+                "state": "in_progress",
+                "owner": owner,
+                "lease_until": now + timedelta(seconds=lease_seconds),
+                "attempts": 1,
+                "generation": generation,
+                "invoice_id": invoice_id,
+                "created_at": now,
+                "updated_at": now,
+            }
+
+            async def claim(conn: AsyncConnection, values: dict[str, Any] = values) -> tuple[Any, Any]:
+                claimed = await conn.scalar(self._sql.claim, values)
+                row = None if claimed is not None else (await conn.execute(ROW, key_values(key))).first()
+                return claimed, row
+
+            claimed, row = await self._grouped(claim)
+            if claimed is not None:
+                return Claim("claimed", claimed)
+            if row is None:
+                continue  # deleted by cleanup between the two statements: claim again
+            attempts = row.attempts
+            if row.state == "recorded":
+                return Claim("recorded", attempts, to_recorded(row))
+            if row.state == "in_progress" and row.lease_until is not None and row.lease_until > now:
+                return Claim("busy", attempts)
+            # On PostgreSQL the row changed between the statements (say the holder failed): again.
+        return Claim("busy", attempts)
+
+    async def record_success(self, key: EventKey, recorded: Recorded, *, owner: str) -> None:
+        """Store Chargebee's answer; an already recorded event keeps its first answer.
+
+        Accepted from any owner, even one whose lease was taken over: the payment exists at
+        Chargebee either way, and losing that fact is what would let it be recorded twice.
+        """
+        now = _now()
+        values = {
+            **key_values(key),
+            **asdict(recorded),
+            "recorded_at": utc(recorded.recorded_at),
+            "state": "recorded",
+            "owner": owner,
+            "lease_until": None,
+            "attempts": 1,  # only if it was never claimed
+            "generation": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+
+        async def success(conn: AsyncConnection) -> Any:
+            if await conn.scalar(self._sql.success, values) is not None:
+                return recorded.transaction_id
+            return await conn.scalar(TRANSACTION_ID, key_values(key))
+
+        kept = await self._grouped(success)
+        if kept != recorded.transaction_id:
+            log.warning(
+                "event %s was already recorded as transaction %s; kept it over %s",
+                key,
+                kept,
+                recorded.transaction_id,
+            )
+
+    async def record_failure(
+        self, key: EventKey, *, owner: str, error: str, reason: str | None, final: bool
+    ) -> None:
+        """Mark a failed attempt: `failed` waits for a retry, `dead_lettered` (final) for a replay.
+
+        Ignored for a recorded event, and from an owner whose live lease another owner took over.
+        An event that fails before it was ever claimed (say, invalid) is inserted with 0 attempts.
+        """
+        now = _now()
+        values = {
+            **key_values(key),
+            "state": "dead_lettered" if final else "failed",
+            "owner": None,
+            "lease_until": None,
+            "attempts": 0,
+            "generation": 0,
+            "last_error": error[:_MAX_ERROR_CHARS],
+            "reason": reason,
+            "created_at": now,
+            "updated_at": now,
+            "reporter": owner,
+        }
+
+        async def failure(conn: AsyncConnection) -> Any:
+            return await conn.scalar(self._sql.failure, values)
+
+        applied = await self._grouped(failure)
+        if applied is None:
+            log.info("ignored failure of %s from %s: recorded, or held by another owner", key, owner)
+
+    async def get(self, key: EventKey) -> Entry | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(ROW, key_values(key))).first()
+        return None if row is None else to_entry(row)
+
+    async def find(
+        self, *, invoice_id: str | None = None, event_id: str | None = None, limit: int = 50
+    ) -> list[Entry]:
+        """Entries matching every filter given, newest updated first (no filter: the most recent)."""
+        query = sa.select(LEDGER)
+        if invoice_id is not None:
+            query = query.where(LEDGER.c.invoice_id == invoice_id)
+        if event_id is not None:
+            query = query.where(LEDGER.c.event_id == event_id)
+        return await self._entries(query, limit)
+
+    async def recent(self, limit: int = 50) -> list[Entry]:
+        """The most recently updated entries, newest first."""
+        return await self._entries(sa.select(LEDGER), limit)
+
+    async def _entries(self, query: sa.Select[Any], limit: int) -> list[Entry]:
+        ordered = query.order_by(LEDGER.c.updated_at.desc(), *(LEDGER.c[n] for n in KEY_COLUMNS)).limit(limit)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(ordered)).all()
+        return [to_entry(row) for row in rows]
+
+    async def counts_since(self, since: datetime) -> dict[str, int]:
+        """State → how many entries were last updated at or after `since`."""
+        query = (
+            sa.select(LEDGER.c.state, sa.func.count())
+            .where(LEDGER.c.updated_at >= utc(since))
+            .group_by(LEDGER.c.state)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return {state: count for state, count in rows}
+
+    async def cleanup(self, *, retention_days: int, now: datetime | None = None) -> int:
+        """Delete entries of every state not updated for `retention_days`; returns how many went."""
+        if retention_days < 1:
+            raise ValueError("retention_days must be at least 1: the ledger is what stops double payments")
+        cutoff = utc(now or _now()) - timedelta(days=retention_days)
+        async with self._write() as conn:
+            result = await conn.execute(sa.delete(LEDGER).where(LEDGER.c.updated_at < cutoff))
+        return result.rowcount
+
+    async def append_audit(
+        self, *, actor: str, action: str, selector: str, count: int, details: dict[str, Any] | None = None
+    ) -> None:
+        """Append one operator action; audit rows are never updated or deleted through this class."""
+        row = {
+            "at": _now(),
+            "actor": actor,
+            "action": action,
+            "selector": selector,
+            "count": count,
+            "details": details or {},
+        }
+        async with self._write() as conn:
+            await conn.execute(AUDIT.insert().values(**row))
+
+    async def audit(self, limit: int = 100) -> list[AuditRecord]:
+        """The latest audit records, newest first."""
+        query = sa.select(AUDIT).order_by(AUDIT.c.id.desc()).limit(limit)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [to_audit_record(row) for row in rows]
