@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 
 from consumers.app import run as run_consumer
 from service.chargebee_sandbox import SandboxConfig
@@ -33,6 +34,8 @@ def dev_settings(args: argparse.Namespace, sandbox_port: int) -> Settings:
         chargebee_api_key=SANDBOX_KEY,
         ledger_url=f"sqlite:///{args.ledger}",
         admin_token=DEV_ADMIN_TOKEN,
+        # The dashboard's unacked counts and rates; it falls back to AMQP counts if this is off.
+        amqp_management_url=os.environ.get("PAYRELAY_AMQP_MANAGEMENT_URL", "http://127.0.0.1:15672"),
         sources={"acme-bank": SourceSettings(secrets=[DEV_SECRET], invoice_pattern=r"\bINV-\d+\b")},
     )
 
