@@ -25,6 +25,7 @@ from consumers.record_payment import RecordPaymentWorker
 from service.broker import Broker, BrokerUnavailable
 from service.ledger import Ledger
 from service.metrics import Metrics, create_metrics
+from service.queue_stats import queue_stats
 from service.serving import serve_until
 from service.settings import Settings
 from service.topology import build
@@ -33,7 +34,13 @@ log = logging.getLogger("payrelay.consumer")
 CLEANUP_EVERY = timedelta(hours=1)
 
 
-def health_app(worker: RecordPaymentWorker, broker: Broker, metrics: Metrics) -> Starlette:
+def health_app(
+    settings: Settings,
+    worker: RecordPaymentWorker,
+    broker: Broker,
+    metrics: Metrics,
+    http: aiohttp.ClientSession,
+) -> Starlette:
     """`/healthz` (process alive), `/readyz` (consuming: broker up, credentials accepted), `/metrics`."""
 
     def status() -> dict[str, object]:
@@ -53,21 +60,13 @@ def health_app(worker: RecordPaymentWorker, broker: Broker, metrics: Metrics) ->
         )
 
     async def metrics_endpoint(request: Request) -> Response:
-        await refresh_queue_gauges(broker, metrics)
+        with contextlib.suppress(BrokerUnavailable):  # the process's own series are still worth serving
+            await queue_stats(settings, broker, http, metrics)
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     return Starlette(
         routes=[Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics_endpoint)]
     )
-
-
-async def refresh_queue_gauges(broker: Broker, metrics: Metrics) -> None:
-    topology = broker.topology
-    for name in (topology.work_queue, topology.dead_letter, *(t.queue for t in topology.retry_tiers)):
-        with contextlib.suppress(BrokerUnavailable, Exception):
-            ready, consumers = await broker.queue_counts(name)
-            metrics.queue_messages.labels(name, "ready").set(ready)
-            metrics.queue_consumers.labels(name).set(consumers)
 
 
 async def _cleanup_forever(ledger: Ledger, retention_days: int) -> None:
@@ -135,5 +134,6 @@ async def run(
     async with running_worker(settings, metrics) as worker:
         port = settings.metrics_port if port is None else port
         log.info("consumer health and metrics on http://%s:%d", host, port)
-        await serve_until(health_app(worker, worker.broker, metrics), host, port, stop, lifespan="off")
+        app = health_app(settings, worker, worker.broker, metrics, worker.chargebee.session)
+        await serve_until(app, host, port, stop, lifespan="off")
         log.info("stopping: no new messages; finishing in-flight ones")

@@ -86,7 +86,7 @@ class RecordPaymentResponse(BaseModel):
 
 
 @dataclass(frozen=True, slots=True)
-class Recorded:
+class RecordResult:
     """The outcome of a successful `record_payment`."""
 
     transaction_id: str
@@ -155,7 +155,7 @@ class ChargebeeClient:
         self._authorization = "Basic " + base64.b64encode(f"{api_key}:".encode()).decode()
         self._timeout = aiohttp.ClientTimeout(total=timeout)
 
-    async def record_payment(self, request: RecordPayment, traceparent: str | None = None) -> Recorded:
+    async def record_payment(self, request: RecordPayment, traceparent: str | None = None) -> RecordResult:
         url = f"{self.api_base}/invoices/{request.invoice_id}/record_payment"
         headers = {"chargebee-idempotency-key": request.idempotency_key, **request.headers}
         if traceparent:
@@ -171,7 +171,7 @@ class ChargebeeClient:
             # Chargebee said 200 but we cannot read it: the payment may exist. A retry with the
             # same idempotency key gets the same answer, never a second payment.
             raise TransientError(f"unreadable Chargebee response: {exc.error_count()} errors") from None
-        return Recorded(
+        return RecordResult(
             transaction_id=parsed.transaction.id,
             invoice_id=parsed.invoice.id,
             invoice_status=parsed.invoice.status,

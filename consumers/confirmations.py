@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from consumers.chargebee import Recorded
+from consumers.chargebee import RecordResult
 from consumers.mapping import EventKey
 from service.broker import Outgoing
 from service.events import Event
@@ -30,7 +30,7 @@ def _rfc3339(moment: datetime) -> str:
 
 
 def build(
-    key: EventKey, event: Event, invoice_id: str, recorded: Recorded, at: datetime
+    key: EventKey, event: Event, invoice_id: str, recorded: RecordResult, at: datetime
 ) -> list[dict[str, Any]]:
     """The confirmations for one recorded payment: always payment.recorded, invoice.paid if paid."""
     payment = event.payment

@@ -26,8 +26,7 @@ from consumers.errors import ConfigurationFault, InvalidEvent, PaymentError, Tra
 from consumers.mapping import EventKey, find_invoice, invoice_pattern, to_request
 from service import events, tracing
 from service.broker import Broker, BrokerUnavailable, Outgoing
-from service.ledger import Ledger
-from service.ledger import Recorded as LedgerRecord
+from service.ledger import Ledger, Recorded
 from service.metrics import Metrics
 from service.settings import Settings
 
@@ -200,7 +199,7 @@ class RecordPaymentWorker:
         stored = confirmations.encode(confirmations.build(key, event, invoice_id, result, now))
         await self.ledger.record_success(
             key,
-            LedgerRecord(
+            Recorded(
                 transaction_id=result.transaction_id,
                 invoice_id=invoice_id,
                 invoice_status=result.invoice_status,

@@ -103,11 +103,6 @@ class Broker:
             and not self._channel.is_closed
         )
 
-    async def wait_ready(self, within: float) -> bool:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._connected.wait(), within)
-        return self.ready
-
     async def _supervise(self) -> None:
         while True:
             try:

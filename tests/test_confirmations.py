@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from consumers.chargebee import Recorded
+from consumers.chargebee import RecordResult
 from consumers.confirmations import build, confirmation_id, encode, outgoing
 from service.broker import Outgoing
 from service.events import Event, validate
@@ -38,8 +38,8 @@ def check(**data: Any) -> Event:
     return validate(raw)
 
 
-def recorded(status: str = "paid", amount_due: int = 0) -> Recorded:
-    return Recorded(
+def recorded(status: str = "paid", amount_due: int = 0) -> RecordResult:
+    return RecordResult(
         transaction_id="txn_1",
         invoice_id="INV-1",
         invoice_status=status,

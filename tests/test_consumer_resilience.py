@@ -148,6 +148,20 @@ async def test_crash_between_chargebee_and_ack_records_once(
             assert len({c["headers"]["chargebee-idempotency-key"] for c in calls}) == 1
 
 
+async def collect(queue: aio_pika.abc.AbstractQueue, count: int, what: str) -> list[dict[str, Any]]:
+    """The bodies of the next `count` messages of a capture queue, within 20 s."""
+    got: list[dict[str, Any]] = []
+
+    async def enough() -> bool:
+        message = await queue.get(fail=False, no_ack=True)
+        if message is not None:
+            got.append(orjson.loads(message.body))
+        return len(got) == count
+
+    await until(enough, within=20, what=what)
+    return got
+
+
 async def _paid(http: aiohttp.ClientSession, sandbox_url: str, invoice: str, amount: int) -> bool:
     return await amount_paid(http, sandbox_url, invoice) == amount
 
@@ -170,15 +184,7 @@ async def test_two_consumers_racing_on_a_duplicate_call_chargebee_once(
             event = deposit("INV-1002")
             await publish_raw(amqp, prefix, event)
             await publish_raw(amqp, prefix, event)
-            got: list[dict[str, Any]] = []
-
-            async def two_confirmations() -> bool:
-                message = await capture.get(fail=False, no_ack=True)
-                if message is not None:
-                    got.append(orjson.loads(message.body))
-                return len(got) == 2
-
-            await until(two_confirmations, within=20, what="both deliveries to be confirmed")
+            got = await collect(capture, 2, what="both deliveries to be confirmed")
         assert got[0] == got[1]
         async with http.get(f"{sandbox_url}/sandbox/requests") as response:
             assert len((await response.json())["requests"]) == 1
@@ -273,15 +279,7 @@ async def test_two_copies_in_flight_in_one_consumer_call_chargebee_once(
             event = deposit("INV-1005")
             await publish_raw(amqp, prefix, event)
             await publish_raw(amqp, prefix, event)
-            got: list[dict[str, Any]] = []
-
-            async def two_confirmations() -> bool:
-                message = await capture.get(fail=False, no_ack=True)
-                if message is not None:
-                    got.append(orjson.loads(message.body))
-                return len(got) == 2
-
-            await until(two_confirmations, within=20, what="both copies to be confirmed")
+            got = await collect(capture, 2, what="both copies to be confirmed")
         assert got[0] == got[1]
         async with http.get(f"{sandbox_url}/sandbox/requests") as response:
             assert len((await response.json())["requests"]) == 1
