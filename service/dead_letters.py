@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -56,6 +57,18 @@ _CLEARED = (
     "x-last-death-queue",
     "x-last-death-reason",
 )
+
+
+_AGE = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*\Z")
+_AGE_UNITS = {"s": "seconds", "": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_age(text: str) -> timedelta:
+    """`90s`, `30m`, `2h`, `7d` (or plain seconds), as the age filters take them; ValueError otherwise."""
+    match = _AGE.match(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not an age such as 90s, 30m, 2h or 7d")
+    return timedelta(**{_AGE_UNITS[match.group(2)]: int(match.group(1))})
 
 
 class EditError(ValueError):

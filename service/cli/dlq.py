@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import getpass
-import re
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -24,23 +23,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from service.broker import Broker, BrokerUnavailable
-from service.dead_letters import EDITABLE, DeadLetterQueue, EditError, Filter, Outcome
+from service.dead_letters import EDITABLE, DeadLetterQueue, EditError, Filter, Outcome, parse_age
 from service.ledger import Ledger
 from service.settings import Settings
 from service.topology import build
 
 OK, NOT_FOUND, USAGE, REFUSED, FAILED = 0, 1, 2, 3, 4
-_DURATION = re.compile(r"^(\d+)([smhd])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 PAST = {"replay": "replayed", "purge": "purged"}
 
 
 def duration(text: str) -> timedelta:
     """`90s`, `30m`, `2h`, `7d`."""
-    match = _DURATION.match(text.strip())
-    if match is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 30m, 2h or 7d")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        return parse_age(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def assignment(text: str) -> tuple[str, str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.broker import Broker, BrokerUnavailable
 from service.dead_letters import DeadLetter, DeadLetterQueue, Filter, Outcome
+from service.dead_letters import parse_age as parse_age_text
 from service.ledger import AuditRecord, Entry, Ledger
 from service.metrics import Metrics
 from service.queue_stats import QueueStat, queue_stats
@@ -31,8 +31,6 @@ log = logging.getLogger("payrelay.ops")
 SCAN_LIMIT = 5000  # dead letters looked at per browse; replay and purge look at all of them
 DEFAULT_LIST_LIMIT = 100
 RECENT_OUTCOMES = 20
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
-_UNITS = {"s": "seconds", "": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
 class BadRequest(ValueError):
@@ -40,13 +38,13 @@ class BadRequest(ValueError):
 
 
 def parse_age(text: str | None) -> timedelta | None:
-    """`90s`, `30m`, `2h`, `7d` (or plain seconds), as in `payrelay dlq --older-than`; "" is None."""
+    """An age filter from a query or body; "" or None is no filter."""
     if text is None or not text.strip():
         return None
-    match = _DURATION.match(text)
-    if match is None:
-        raise BadRequest(f"{text!r} is not an age such as 90s, 30m, 2h or 7d")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        return parse_age_text(text)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
 
 
 class Selection(BaseModel):
