@@ -443,16 +443,18 @@ def http_probe(container: dict[str, Any], probe: str) -> tuple[str, int]:
 
 
 def served_paths() -> dict[str, set[str]]:
-    """The paths each role's app really routes (ops: not importable here yet, so the documented one)."""
+    """The paths each role's app really routes."""
     from consumers.app import health_app
+    from service.ops.app import create_app as create_ops
     from service.receiver import create_app
 
-    # health_app only closes over the worker and the broker; building its routes touches neither.
-    consumer = health_app(None, None, create_metrics())  # type: ignore[arg-type]
+    # Building the apps opens nothing (that is their lifespans' job), so no resource is needed here.
+    consumer = health_app(Settings(), None, None, create_metrics(), None)  # type: ignore[arg-type]
+    ops = create_ops(Settings(admin_token="deployment-test"))
     return {
         "receiver": {route.path for route in create_app(Settings()).routes},  # type: ignore[attr-defined]
         "consumer": {route.path for route in consumer.routes},  # type: ignore[attr-defined]
-        "ops": {"/healthz", "/metrics"},
+        "ops": {route.path for route in ops.routes},  # type: ignore[attr-defined]
     }
 
 
