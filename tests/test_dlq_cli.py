@@ -301,3 +301,20 @@ async def test_replay_of_1000_while_the_consumer_runs(
 
 async def _empty(pipe: Any) -> bool:
     return await pipe.queue_depth("record-payment") == 0
+
+
+async def test_replay_rate_spaces_the_moves(
+    prefix: str, ledger_url: str, topology: None, amqp: aio_pika.abc.AbstractConnection
+) -> None:
+    """--rate 10/s: replayed messages are stamped at least 0.1 s apart."""
+    for _ in range(5):
+        await put_dead_letter(amqp, prefix, deposit())
+    code, _, err = await dlq(prefix, ledger_url, "replay", "--all", "--rate", "10/s", "--yes")
+    assert code == 0, err
+    stamps = [
+        datetime.fromisoformat(str(m.headers["x-payrelay-replayed-at"]).replace("Z", "+00:00"))
+        for m in await work_queue(amqp, prefix)
+    ]
+    assert len(stamps) == 5
+    gaps = [(b - a).total_seconds() for a, b in zip(stamps, stamps[1:], strict=False)]
+    assert min(gaps) >= 0.095, gaps
