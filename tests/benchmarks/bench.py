@@ -1,6 +1,6 @@
 """payrelay benchmark: receiver throughput, and end-to-end events/s through the consumer.
 
-    .venv/bin/python -m tests.benchmarks.bench [--requests 5000] [--events 5000] [--ledger sqlite|postgresql]
+    .venv/bin/python -m tests.benchmarks.bench [--requests 5000] [--ledger sqlite|postgresql] [--consumers 1]
 
 Every server runs as its own process (`payrelay receiver|consumer|sandbox`), on loopback only, as
 in production; the load generator is one more process on the same 2 cores, so the numbers are
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import sys
@@ -165,15 +166,20 @@ async def main(args: argparse.Namespace) -> None:
                 "",
             ]
             # The receiver's events are now queued; the consumer drains them end to end.
-            async with process(
-                "consumer", "--port", "19102", env=env, ready_url="http://127.0.0.1:19102/readyz"
-            ):
+            async with contextlib.AsyncExitStack() as consumers:
+                for i in range(args.consumers):
+                    port = str(19102 + i)
+                    ready = f"http://127.0.0.1:{port}/readyz"
+                    await consumers.enter_async_context(
+                        process("consumer", "--port", port, env=env, ready_url=ready)
+                    )
                 seconds = await drain(connection, capture.name, args.requests)
             report += [
                 "## Consumer: queued events -> ledger -> sandbox record_payment -> confirmations",
                 f"- {args.requests} events drained in {seconds:.1f} s: "
                 f"**{args.requests / seconds:.0f} events/s** "
-                f"(prefetch 256, rate limit off, ledger {args.ledger})",
+                f"({args.consumers} consumer process(es), prefetch 256, rate limit off, "
+                f"ledger {args.ledger})",
                 "",
             ]
             await channel.queue_delete(capture.name)
@@ -198,4 +204,5 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--ledger", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--consumers", type=int, default=1, help="consumer processes")
     asyncio.run(main(parser.parse_args()))
