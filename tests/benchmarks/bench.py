@@ -140,7 +140,7 @@ async def main(args: argparse.Namespace) -> None:
     )
     sandbox = "http://127.0.0.1:18090"
     env = _env(prefix, config, ledger, sandbox)
-    count = max(args.requests, args.events)
+    count = args.requests
     connection = await aio_pika.connect(AMQP)
     report = [
         f"# payrelay benchmark ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores)",
@@ -201,7 +201,6 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--requests", type=int, default=5000)
-    parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--ledger", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--consumers", type=int, default=1, help="consumer processes")
