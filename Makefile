@@ -5,27 +5,32 @@ BIN := $(VENV)/bin
 
 .PHONY: dev test lint services install
 
-$(BIN)/payrelay: pyproject.toml
+# What `payrelay` needs to run; the test tools (a browser driver, fuzzers, linters) come on top.
+$(VENV)/.runtime: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.runtime
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-install: $(BIN)/payrelay
+install: $(VENV)/.runtime
 
 services:
 	bash .ci/services
 
-dev: install
+dev: $(VENV)/.runtime
 	PAYRELAY_SKIP_BROWSER=1 PAYRELAY_SKIP_POSTGRES=1 bash .ci/services
 	$(BIN)/payrelay dev
 
-test: install services
+test: $(VENV)/.test services
 	$(BIN)/ruff check service consumers tests
 	$(BIN)/mypy
 	$(BIN)/pytest
 
-lint: install
+lint: $(VENV)/.test
 	$(BIN)/ruff check service consumers tests
 	$(BIN)/ruff format --check service consumers
 	$(BIN)/mypy
