@@ -13,9 +13,9 @@ from typing import Any
 import orjson
 
 from consumers.chargebee import RecordResult
-from consumers.mapping import EventKey
 from service.broker import Outgoing
 from service.events import Event
+from service.ledger import EventKey
 
 _NAMESPACE = uuid.UUID("6f1c7a52-2b0e-4d55-9a53-5d0f4a3f2b61")
 

@@ -10,9 +10,9 @@ from functools import lru_cache
 import orjson
 
 from service.events import INVOICE_ID, Payment
+from service.ledger import EventKey
 from service.settings import Settings
 
-EventKey = tuple[str, str, str]  # (configured source, CloudEvent source, CloudEvent id)
 _MEMO_LIMIT = 300
 
 

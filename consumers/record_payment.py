@@ -23,10 +23,10 @@ from consumers import confirmations
 from consumers.chargebee import ChargebeeClient
 from consumers.dispositions import Ack, DeadLetter, Disposition, Requeue, Retry, busy, decide
 from consumers.errors import ConfigurationFault, InvalidEvent, PaymentError, TransientError, UnmatchedInvoice
-from consumers.mapping import EventKey, find_invoice, invoice_pattern, to_request
+from consumers.mapping import find_invoice, invoice_pattern, to_request
 from service import events, tracing
 from service.broker import Broker, BrokerUnavailable, Outgoing
-from service.ledger import Ledger, Recorded
+from service.ledger import EventKey, Ledger, Recorded
 from service.metrics import Metrics
 from service.settings import Settings
 

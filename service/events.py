@@ -10,13 +10,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
-from typing import Any
+from typing import Any, Literal, get_args
 
 import orjson
 
 from service.money import AmountError, to_minor_units
 
-EVENT_TYPES = ("bank.deposit", "check.scan")
+EventType = Literal["bank.deposit", "check.scan"]
+EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
 STRUCTURED = ("application/cloudevents+json", "application/json")
 BATCH = "application/cloudevents-batch+json"
 

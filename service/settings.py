@@ -29,10 +29,9 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from service.events import EVENT_TYPES, EventType
 from service.signatures import decode_secret
 
-EventType = Literal["bank.deposit", "check.scan"]
-EVENT_TYPES: tuple[EventType, ...] = ("bank.deposit", "check.scan")
 DEFAULT_INVOICE_PATTERN = r"\bINV-?\d+\b"
 
 

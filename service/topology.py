@@ -23,8 +23,8 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel
 
-EVENT_TYPES = ("bank.deposit", "check.scan")
-CONFIRMATION_TYPES = ("payment.recorded", "invoice.paid")
+from service.events import EVENT_TYPES
+
 DEAD_LETTER_DELIVERY_LIMIT = 2**31 - 1
 
 
