@@ -22,12 +22,24 @@ _EXPONENTS.update(
 _EXPONENTS.update({code: 3 for code in "BHD IQD JOD KWD LYD OMR TND".split()})
 _EXPONENTS.update({"CLF": 4, "UYW": 4})
 
-# Digits before the point are capped so that no amount overflows a signed 64-bit integer.
-_AMOUNT = re.compile(r"^(\d{1,15})(?:\.(\d+))?\Z")
+# ASCII digits only: `\d` and int() also take other scripts' digits ("١٢٣٤", "𝟗𝟗", "１２").
+_AMOUNT = re.compile(r"^([0-9]+)(?:\.([0-9]+))?\Z")
+_MAX_WHOLE_DIGITS = 15
+# Minor units are stored and sent as signed 64-bit integers (the ledger, Chargebee).
+MAX_MINOR_UNITS = 2**63 - 1
 
 
 class AmountError(ValueError):
     """An amount or currency that cannot be recorded; the message says why."""
+
+
+class UnknownCurrency(AmountError):
+    """The currency is not an ISO 4217 code payrelay records (the fault is the currency's)."""
+
+
+def _shown(amount: str) -> str:
+    """The amount as an error message quotes it: a sender's megabyte is not echoed back."""
+    return repr(amount) if len(amount) <= 40 else repr(amount[:40]) + "..."
 
 
 def known_currencies() -> list[str]:
@@ -38,7 +50,7 @@ def exponent(currency: str) -> int:
     """The number of minor-unit digits of an ISO 4217 code, e.g. USD 2, JPY 0, BHD 3."""
     digits = _EXPONENTS.get(currency)
     if digits is None:
-        raise AmountError(f"unknown currency {currency!r} (expected an ISO 4217 code such as USD)")
+        raise UnknownCurrency(f"unknown currency {currency!r} (expected an ISO 4217 code such as USD)")
     return digits
 
 
@@ -46,18 +58,24 @@ def to_minor_units(amount: str, currency: str) -> int:
     """Convert a decimal string in major units to integer minor units, exactly.
 
     `to_minor_units("1250.00", "USD") == 125000`. Rejects zero, negatives, exponents, more
-    decimals than the currency has, and anything that is not a plain decimal string.
+    decimals than the currency has, anything that is not a plain decimal string of ASCII digits,
+    more than 15 digits before the point, and more minor units than a signed 64-bit integer holds.
     """
     digits = exponent(currency)
     match = _AMOUNT.match(amount)
     if match is None:
-        raise AmountError(f"{amount!r} is not a positive decimal string such as '1250.00'")
+        raise AmountError(f"{_shown(amount)} is not a positive decimal string such as '1250.00'")
     whole, fraction = match.group(1), match.group(2) or ""
     if len(fraction) > digits:
-        raise AmountError(f"{currency} has {digits} decimal place(s); {amount!r} has {len(fraction)}")
+        raise AmountError(f"{currency} has {digits} decimal place(s); {_shown(amount)} has {len(fraction)}")
+    if len(whole) > _MAX_WHOLE_DIGITS:  # before int(): no huge strings converted
+        raise AmountError(f"{_shown(amount)} is too large: at most {_MAX_WHOLE_DIGITS} digits before the point")
     minor = int(whole + fraction.ljust(digits, "0"))
     if minor == 0:
         raise AmountError("amount must be greater than zero")
+    if minor > MAX_MINOR_UNITS:
+        limit = to_major_string(MAX_MINOR_UNITS, currency)
+        raise AmountError(f"{_shown(amount)} is too large: at most {limit} in {currency}")
     return minor
 
 

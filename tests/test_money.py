@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.money import AmountError, exponent, to_major_string, to_minor_units
+from service.money import AmountError, UnknownCurrency, exponent, to_major_string, to_minor_units
 
 
 @pytest.mark.parametrize(
@@ -21,6 +21,8 @@ from service.money import AmountError, exponent, to_major_string, to_minor_units
         ("12.3", "BHD", 12300),
         ("1.0001", "CLF", 10001),
         ("999999999999999.99", "USD", 99999999999999999),
+        ("922337203685477.5807", "CLF", 2**63 - 1),
+        ("007.50", "USD", 750),
     ],
 )
 def test_converts_exactly(amount: str, currency: str, minor: int) -> None:
@@ -43,7 +45,10 @@ def test_converts_exactly(amount: str, currency: str, minor: int) -> None:
         ("12.", "USD", "positive decimal"),
         (".5", "USD", "positive decimal"),
         ("NaN", "USD", "positive decimal"),
-        ("1" * 16, "USD", "positive decimal"),
+        ("1" * 16, "USD", "too large: at most 15 digits"),
+        ("1" * 5000, "USD", "too large"),
+        ("922337203685477.5808", "CLF", "too large: at most 922337203685477.5807 in CLF"),
+        ("999999999999999.9999", "CLF", "too large"),
         ("12.50", "XYZ", "unknown currency"),
         ("12.50", "usd", "unknown currency"),
     ],
@@ -52,6 +57,35 @@ def test_rejects_what_cannot_be_recorded(amount: str, currency: str, needle: str
     """Too many decimals, zero, negatives, non-decimals and unknown currencies are errors."""
     with pytest.raises(AmountError, match=needle):
         to_minor_units(amount, currency)
+
+
+@pytest.mark.parametrize(
+    "amount",
+    [
+        "𝟗𝟗.00",  # MATHEMATICAL BOLD DIGIT NINE
+        "١٢٣٤",  # ARABIC-INDIC digits
+        "１２.５０",  # FULLWIDTH digits
+        "12.٥٠",  # ASCII before the point, ARABIC-INDIC after
+        "१२३",  # DEVANAGARI digits
+    ],
+)
+def test_only_ascii_digits_are_amounts(amount: str) -> None:
+    """Digits of other scripts, which `\\d` and int() accept, are not amounts."""
+    with pytest.raises(AmountError, match="positive decimal"):
+        to_minor_units(amount, "USD")
+
+
+def test_a_megabyte_amount_is_not_echoed_back() -> None:
+    """An absurd amount is refused without being converted, and quoted only in part."""
+    with pytest.raises(AmountError) as exc:
+        to_minor_units("9" * 1_000_000, "USD")
+    assert len(str(exc.value)) < 200
+
+
+def test_unknown_currency_is_its_own_error() -> None:
+    """The currency's fault is told apart from the amount's, so a caller can name the field."""
+    with pytest.raises(UnknownCurrency):
+        to_minor_units("1.00", "ZZZ")
 
 
 def test_exponents_of_the_contract() -> None:
