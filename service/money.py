@@ -24,7 +24,6 @@ _EXPONENTS.update({"CLF": 4, "UYW": 4})
 
 # ASCII digits only: `\d` and int() also take other scripts' digits ("١٢٣٤", "𝟗𝟗", "１２").
 _AMOUNT = re.compile(r"^([0-9]+)(?:\.([0-9]+))?\Z")
-_MAX_WHOLE_DIGITS = 15
 # Minor units are stored and sent as signed 64-bit integers (the ledger, Chargebee).
 MAX_MINOR_UNITS = 2**63 - 1
 
@@ -68,8 +67,8 @@ def to_minor_units(amount: str, currency: str) -> int:
     whole, fraction = match.group(1), match.group(2) or ""
     if len(fraction) > digits:
         raise AmountError(f"{currency} has {digits} decimal place(s); {_shown(amount)} has {len(fraction)}")
-    if len(whole) > _MAX_WHOLE_DIGITS:  # before int(): no huge strings converted
-        raise AmountError(f"{_shown(amount)} is too large: at most {_MAX_WHOLE_DIGITS} digits before the point")
+    if len(whole) > 15:  # before int(), which raises a bare ValueError past 4300 digits
+        raise AmountError(f"{_shown(amount)} is too large: at most 15 digits before the point")
     minor = int(whole + fraction.ljust(digits, "0"))
     if minor == 0:
         raise AmountError("amount must be greater than zero")
