@@ -2,7 +2,7 @@
 
 Pure functions only. Validation is written out by hand rather than with pydantic models: it is
 the receiver's hot path, and it reports every failing field by its JSON path in one pass, which
-is what a sender needs to fix a batch (`data.amount`, `data.payer.account_last4`, ...).
+is what a sender needs to fix a batch (`data.amount`, `data.allocations[2].amount`, ...).
 """
 
 from __future__ import annotations
@@ -14,19 +14,38 @@ from typing import Any, Literal, get_args
 
 import orjson
 
-from service.money import AmountError, to_minor_units
+from service.money import AmountError, UnknownCurrency, exponent, to_major_string, to_minor_units
 
 EventType = Literal["bank.deposit", "check.scan"]
 EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
 STRUCTURED = ("application/cloudevents+json", "application/json")
 BATCH = "application/cloudevents-batch+json"
 
-_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2}))?\Z")
+# re.ASCII throughout: without it `\d` also matches other scripts' digits ("١٢٣٤", "１２").
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2}))?\Z", re.ASCII
+)
 INVOICE_ID = re.compile(r"^(?!\.+\Z)[A-Za-z0-9_.\-]{1,50}\Z")
-_LAST4 = re.compile(r"^\d{4}\Z")
-_ROUTING = re.compile(r"^\d{9}\Z")
+_INVOICE_ID_RULE = "1-50 letters, digits, '_', '-' or '.'"
+# Party fields: name -> (pattern, what the sender is told when a value does not match).
+_LAST4 = (re.compile(r"^[0-9]{4}\Z"), "must be 4 digits (the last four, never a full account number)")
+_PAYER_FIELDS = {
+    "account_last4": _LAST4,
+    "account_fingerprint": (
+        re.compile(r"^[A-Za-z0-9_:=+/-]{1,128}\Z"),
+        "must be 1-128 characters of A-Z, a-z, 0-9, '_', ':', '=', '+', '/' or '-'",
+    ),
+}
+_MICR_FIELDS = {"routing_number": (re.compile(r"^[0-9]{9}\Z"), "must be 9 digits"), "account_last4": _LAST4}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _MAX_TEXT = 2000
 _MAX_REFERENCE = 100
+# `id` becomes the AMQP message_id, a short string of at most 255 bytes; `source` is kept to the
+# same bound, since together they are the event's identity.
+_MAX_IDENTITY_BYTES = 255
+_MAX_ALLOCATIONS = 100
+_ALLOCATION_KEYS = frozenset({"invoice_id", "amount"})
+_MAX_REFERENCES = 50
 
 # type -> (reference field, time field)
 _SHAPES = {"bank.deposit": ("bank_reference", "booked_at"), "check.scan": ("check_number", "scanned_at")}
@@ -61,8 +80,20 @@ class EventInvalid(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class Allocation:
+    """One invoice's share of a payment (SPEC §4), in minor units."""
+
+    invoice_id: str
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
 class Payment:
-    """What an event says was paid, normalised: integer minor units and an aware UTC time."""
+    """What an event says was paid, normalised: integer minor units and an aware UTC time.
+
+    `allocations` (when given) sum exactly to `amount` and never come with `invoice_id`;
+    `references` are the invoice numbers or creditor references the remitter gave, in order.
+    """
 
     method: str  # Chargebee payment_method: bank_transfer or check
     amount: int
@@ -72,6 +103,8 @@ class Payment:
     invoice_id: str | None
     remittance_information: str | None
     memo: str | None
+    allocations: tuple[Allocation, ...] = ()
+    references: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +174,10 @@ def _text(
 
 
 def _check_party(
-    data: dict[str, Any], key: str, fields: dict[str, re.Pattern[str]], errors: list[FieldError]
+    data: dict[str, Any],
+    key: str,
+    fields: dict[str, tuple[re.Pattern[str], str]],
+    errors: list[FieldError],
 ) -> None:
     value = data.get(key)
     if value is None:
@@ -150,34 +186,130 @@ def _check_party(
         errors.append(FieldError(f"data.{key}", "must be an object"))
         return
     for name, item in value.items():
-        pattern = fields.get(name)
+        rule = fields.get(name)
         if name == "name":
             if not isinstance(item, str) or len(item) > 200:
                 errors.append(FieldError(f"data.{key}.name", "must be a string of at most 200 characters"))
-        elif pattern is None:
+        elif rule is None:
             errors.append(FieldError(f"data.{key}.{name}", "is not a known field"))
-        elif not isinstance(item, str) or not pattern.match(item):
-            errors.append(FieldError(f"data.{key}.{name}", f"must match {pattern.pattern}"))
+        elif not isinstance(item, str) or not rule[0].match(item):
+            errors.append(FieldError(f"data.{key}.{name}", rule[1]))
+
+
+def _minor_units(value: Any, currency: str | None, field: str, errors: list[FieldError]) -> int | None:
+    """`value` in minor units of `currency` (None when the currency already failed), or None."""
+    if not isinstance(value, str):
+        errors.append(FieldError(field, "is required: a decimal string in major units, e.g. '1250.00'"))
+        return None
+    if currency is None:
+        return None
+    try:
+        return to_minor_units(value, currency)
+    except AmountError as exc:
+        errors.append(FieldError(field, str(exc)))
+        return None
+
+
+def _amount(data: dict[str, Any], errors: list[FieldError]) -> tuple[int | None, str | None]:
+    """`data.amount` in minor units and `data.currency`; either is None when it failed."""
+    currency = data.get("currency")
+    if not isinstance(currency, str):
+        errors.append(FieldError("data.currency", "is required: an ISO 4217 code such as USD"))
+        currency = None
+    else:
+        try:
+            exponent(currency)
+        except UnknownCurrency as exc:
+            errors.append(FieldError("data.currency", str(exc)))
+            currency = None
+    return _minor_units(data.get("amount"), currency, "data.amount", errors), currency
+
+
+def _allocation(path: str, item: Any, currency: str | None, errors: list[FieldError]) -> Allocation | None:
+    if not isinstance(item, dict):
+        errors.append(FieldError(path, "must be an object {invoice_id, amount}"))
+        return None
+    before = len(errors)
+    for key in sorted(item.keys() - _ALLOCATION_KEYS):
+        errors.append(FieldError(f"{path}.{key}", "is not a known field"))
+    invoice_id = item.get("invoice_id")
+    if not isinstance(invoice_id, str) or not INVOICE_ID.match(invoice_id):
+        rule = "is required: " if invoice_id is None else "must be "
+        errors.append(FieldError(f"{path}.invoice_id", rule + _INVOICE_ID_RULE))
+    amount = _minor_units(item.get("amount"), currency, f"{path}.amount", errors)
+    if len(errors) > before or amount is None:
+        return None
+    return Allocation(invoice_id=str(invoice_id), amount=amount)
+
+
+def _allocations(
+    data: dict[str, Any], amount: int | None, currency: str | None, errors: list[FieldError]
+) -> tuple[Allocation, ...]:
+    """`data.allocations`: each invoice once, amounts in the payment's currency summing to it."""
+    value = data.get("allocations")
+    if value is None:
+        return ()
+    if data.get("invoice_id") is not None:
+        message = "give either data.invoice_id or data.allocations, not both"
+        errors.append(FieldError("data.invoice_id", message))
+    if not isinstance(value, list) or not 0 < len(value) <= _MAX_ALLOCATIONS:
+        message = f"must be a list of 1 to {_MAX_ALLOCATIONS} objects {{invoice_id, amount}}"
+        errors.append(FieldError("data.allocations", message))
+        return ()
+    before = len(errors)
+    allocations: list[Allocation] = []
+    first_at: dict[str, int] = {}
+    for index, item in enumerate(value):
+        allocation = _allocation(f"data.allocations[{index}]", item, currency, errors)
+        if allocation is None:
+            continue
+        if allocation.invoice_id in first_at:
+            where = f"data.allocations[{first_at[allocation.invoice_id]}]"
+            message = f"{allocation.invoice_id!r} is already allocated at {where}; give each invoice once"
+            errors.append(FieldError(f"data.allocations[{index}].invoice_id", message))
+        first_at.setdefault(allocation.invoice_id, index)
+        allocations.append(allocation)
+    if len(errors) > before or amount is None or currency is None:
+        return ()
+    total = sum(a.amount for a in allocations)
+    if total != amount:
+        message = (
+            f"the allocations sum to {to_major_string(total, currency)} but data.amount is "
+            f"{to_major_string(amount, currency)}: they must be equal"
+        )
+        errors.append(FieldError("data.allocations", message))
+        return ()
+    return tuple(allocations)
+
+
+def _references(data: dict[str, Any], errors: list[FieldError]) -> tuple[str, ...]:
+    """`data.references`: the remitter's invoice numbers or creditor references, in their order."""
+    value = data.get("references")
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not 0 < len(value) <= _MAX_REFERENCES:
+        errors.append(FieldError("data.references", f"must be a list of 1 to {_MAX_REFERENCES} strings"))
+        return ()
+    failing = [i for i, item in enumerate(value) if not _is_reference(item)]
+    for index in failing:
+        message = f"must be a non-empty string of at most {_MAX_REFERENCE} characters, no control characters"
+        errors.append(FieldError(f"data.references[{index}]", message))
+    return () if failing else tuple(value)
+
+
+def _is_reference(item: Any) -> bool:
+    return (
+        isinstance(item, str)
+        and bool(item.strip())
+        and len(item) <= _MAX_REFERENCE
+        and not _CONTROL.search(item)
+    )
 
 
 def _payment(event_type: str, data: dict[str, Any], errors: list[FieldError]) -> Payment | None:
     reference_key, time_key = _SHAPES[event_type]
     before = len(errors)
-    amount: int | None = None
-    currency = data.get("currency")
-    raw_amount = data.get("amount")
-    if not isinstance(currency, str):
-        errors.append(FieldError("data.currency", "is required: an ISO 4217 code such as USD"))
-    if not isinstance(raw_amount, str):
-        errors.append(
-            FieldError("data.amount", "is required: a decimal string in major units, e.g. '1250.00'")
-        )
-    elif isinstance(currency, str):
-        try:
-            amount = to_minor_units(raw_amount, currency)
-        except AmountError as exc:
-            field = "data.currency" if "currency" in str(exc) else "data.amount"
-            errors.append(FieldError(field, str(exc)))
+    amount, currency = _amount(data, errors)
     paid_at: datetime | None = None
     if time_key not in data:
         errors.append(FieldError(f"data.{time_key}", "is required"))
@@ -189,25 +321,29 @@ def _payment(event_type: str, data: dict[str, Any], errors: list[FieldError]) ->
     reference = _text(data, reference_key, errors, limit=_MAX_REFERENCE, required=True)
     invoice_id = data.get("invoice_id")
     if invoice_id is not None and (not isinstance(invoice_id, str) or not INVOICE_ID.match(invoice_id)):
-        errors.append(FieldError("data.invoice_id", "must be 1-50 letters, digits, '_', '-' or '.'"))
+        errors.append(FieldError("data.invoice_id", "must be " + _INVOICE_ID_RULE))
+    allocations = _allocations(data, amount, currency, errors)
+    references = _references(data, errors)
     remittance = _text(data, "remittance_information", errors, limit=_MAX_TEXT, required=False)
     memo = _text(data, "memo", errors, limit=_MAX_TEXT, required=False)
-    _check_party(data, "payer", {"account_last4": _LAST4}, errors)
+    _check_party(data, "payer", _PAYER_FIELDS, errors)
     if event_type == "check.scan":
-        _check_party(data, "micr", {"routing_number": _ROUTING, "account_last4": _LAST4}, errors)
+        _check_party(data, "micr", _MICR_FIELDS, errors)
     elif "micr" in data:
         errors.append(FieldError("data.micr", "is only allowed on check.scan events"))
-    if len(errors) > before or amount is None or paid_at is None or reference is None:
+    if len(errors) > before or amount is None or currency is None or paid_at is None or reference is None:
         return None
     return Payment(
         method=PAYMENT_METHODS[event_type],
         amount=amount,
-        currency=str(currency),
+        currency=currency,
         paid_at=paid_at,
         reference_number=reference,
         invoice_id=invoice_id,
         remittance_information=remittance,
         memo=memo,
+        allocations=allocations,
+        references=references,
     )
 
 
@@ -218,8 +354,11 @@ def _attributes(
         errors.append(FieldError("specversion", 'must be "1.0"'))
     for key in ("id", "source"):
         value = raw.get(key)
-        if not isinstance(value, str) or not value or len(value) > 256:
-            errors.append(FieldError(key, "is required: a non-empty string of at most 256 characters"))
+        if not isinstance(value, str) or not value:
+            errors.append(FieldError(key, "is required: a non-empty string"))
+        elif (size := len(value.encode("utf-8", "surrogatepass"))) > _MAX_IDENTITY_BYTES:
+            message = f"must be at most {_MAX_IDENTITY_BYTES} bytes in UTF-8; this one is {size}"
+            errors.append(FieldError(key, message))
     event_type = raw.get("type")
     if event_type not in EVENT_TYPES:
         errors.append(FieldError("type", f"must be one of {', '.join(EVENT_TYPES)}"))

@@ -6,7 +6,15 @@ from typing import Any
 import orjson
 import pytest
 
-from service.events import BodyError, EventInvalid, parse_body, parse_time, validate, validate_batch
+from service.events import (
+    Allocation,
+    BodyError,
+    EventInvalid,
+    parse_body,
+    parse_time,
+    validate,
+    validate_batch,
+)
 
 
 def deposit(**data: Any) -> dict[str, Any]:
@@ -165,3 +173,262 @@ def test_traceparent_is_passed_on_only_when_well_formed(header: str | None, expe
 
     assert log_suffix(header) == expected
     assert (valid(header) is not None) == bool(expected)
+
+
+# -- identity: id and source are AMQP short strings ----------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["id", "source"])
+@pytest.mark.parametrize("value", ["j" * 256, "中" * 100, "中" * 85 + "j"])
+def test_identity_over_255_utf8_bytes_is_refused(key: str, value: str) -> None:
+    """id and source are limited in UTF-8 bytes, not characters: 100 × "中" is 300 bytes."""
+    with pytest.raises(EventInvalid) as exc:
+        validate({**deposit(), key: value})
+    [error] = exc.value.errors
+    assert error.field == key
+    assert error.message == f"must be at most 255 bytes in UTF-8; this one is {len(value.encode())}"
+
+
+@pytest.mark.parametrize("value", ["j" * 255, "中" * 85])
+def test_identity_of_255_utf8_bytes_is_accepted(value: str) -> None:
+    """255 bytes is the limit itself."""
+    event = validate({**deposit(), "id": value, "source": value})
+    assert (event.id, event.source) == (value, value)
+
+
+# -- ASCII digits only ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (deposit(amount="𝟗𝟗.00"), "data.amount"),
+        (deposit(amount="١٢٣٤"), "data.amount"),
+        (deposit(amount="１２.５０"), "data.amount"),
+        (deposit(payer={"account_last4": "١٢٣٤"}), "data.payer.account_last4"),
+        (deposit(payer={"account_last4": "１２３４"}), "data.payer.account_last4"),
+        (check(micr={"account_last4": "𝟏𝟐𝟑𝟒"}), "data.micr.account_last4"),
+        (check(micr={"routing_number": "０２１００００２１"}), "data.micr.routing_number"),
+        (deposit(booked_at="２０２６-11-20"), "data.booked_at"),
+        (deposit(amount="999999999999999.9999", currency="CLF"), "data.amount"),
+    ],
+)
+def test_digits_of_other_scripts_and_int64_overflow_are_refused(raw: dict[str, Any], field: str) -> None:
+    """Only ASCII digits are digits; an amount past a signed 64-bit integer is refused, not wrapped."""
+    with pytest.raises(EventInvalid) as exc:
+        validate(raw)
+    assert fields(exc) == {field}
+
+
+def test_unknown_currency_is_named_as_the_currency() -> None:
+    """An unknown code fails data.currency alone, whatever the amount."""
+    with pytest.raises(EventInvalid) as exc:
+        validate(deposit(currency="ZZZ", amount="12.345"))
+    assert fields(exc) == {"data.currency"}
+
+
+# -- payer ---------------------------------------------------------------------------------------
+
+
+def test_payer_account_fingerprint_is_accepted() -> None:
+    """payer.account_fingerprint (SPEC §2) sits next to name and account_last4."""
+    fingerprint = "hmac-sha256:" + "Ab0+/=_-" * 14
+    validate(deposit(payer={"name": "Globex", "account_last4": "4417", "account_fingerprint": fingerprint}))
+    validate(check(payer={"account_fingerprint": "fp_1"}))
+
+
+@pytest.mark.parametrize("fingerprint", ["", "a" * 129, "has space", "ünïcode", "semi;colon", 12])
+def test_payer_account_fingerprint_is_checked(fingerprint: Any) -> None:
+    """A fingerprint is 1-128 characters of [A-Za-z0-9_:=+/-]."""
+    with pytest.raises(EventInvalid) as exc:
+        validate(deposit(payer={"account_fingerprint": fingerprint}))
+    assert [(e.field, e.message) for e in exc.value.errors] == [
+        (
+            "data.payer.account_fingerprint",
+            "must be 1-128 characters of A-Z, a-z, 0-9, '_', ':', '=', '+', '/' or '-'",
+        )
+    ]
+
+
+# -- allocations ---------------------------------------------------------------------------------
+
+
+def errors_of(raw: dict[str, Any]) -> list[tuple[str, str]]:
+    with pytest.raises(EventInvalid) as exc:
+        validate(raw)
+    return [(e.field, e.message) for e in exc.value.errors]
+
+
+def test_allocations_become_minor_units_in_order() -> None:
+    """Allocations that sum to the amount become Allocation(invoice_id, minor units), in order."""
+    payment = validate(
+        deposit(
+            amount="1250.00",
+            allocations=[
+                {"invoice_id": "INV-2", "amount": "1000"},
+                {"invoice_id": "INV-1", "amount": "250.00"},
+            ],
+        )
+    ).payment
+    assert payment.allocations == (Allocation("INV-2", 100000), Allocation("INV-1", 25000))
+    assert payment.invoice_id is None
+
+
+def test_allocations_follow_the_currency_exponent() -> None:
+    """An allocation's amount has the payment currency's decimals: BHD 3, JPY 0."""
+    bhd = validate(
+        deposit(amount="1.500", currency="BHD", allocations=[{"invoice_id": "A", "amount": "1.5"}])
+    )
+    assert bhd.payment.allocations == (Allocation("A", 1500),)
+    assert errors_of(
+        deposit(amount="10", currency="JPY", allocations=[{"invoice_id": "A", "amount": "10.0"}])
+    ) == [("data.allocations[0].amount", "JPY has 0 decimal place(s); '10.0' has 1")]
+
+
+def test_payment_without_allocations_or_references_has_empty_tuples() -> None:
+    """Both fields default to ()."""
+    payment = validate(deposit()).payment
+    assert (payment.allocations, payment.references) == ((), ())
+
+
+def test_allocations_must_sum_to_the_amount() -> None:
+    """A sum that differs from data.amount, by a cent either way, is refused at data.allocations."""
+    two = [{"invoice_id": "INV-1", "amount": "1000.00"}, {"invoice_id": "INV-2", "amount": "249.99"}]
+    assert errors_of(deposit(amount="1250.00", allocations=two)) == [
+        ("data.allocations", "the allocations sum to 1249.99 but data.amount is 1250.00: they must be equal")
+    ]
+    two[1]["amount"] = "250.01"
+    assert errors_of(deposit(amount="1250.00", allocations=two)) == [
+        ("data.allocations", "the allocations sum to 1250.01 but data.amount is 1250.00: they must be equal")
+    ]
+
+
+def test_invoice_id_and_allocations_together_are_refused() -> None:
+    """One invoice or several, not both."""
+    assert errors_of(
+        deposit(invoice_id="INV-1", allocations=[{"invoice_id": "INV-1", "amount": "1250.00"}])
+    ) == [("data.invoice_id", "give either data.invoice_id or data.allocations, not both")]
+
+
+def test_an_invoice_is_allocated_once() -> None:
+    """The same invoice twice is refused at its second place, even when the sum is right."""
+    twice = [{"invoice_id": "INV-1", "amount": "625.00"}, {"invoice_id": "INV-1", "amount": "625.00"}]
+    assert errors_of(deposit(amount="1250.00", allocations=twice)) == [
+        (
+            "data.allocations[1].invoice_id",
+            "'INV-1' is already allocated at data.allocations[0]; give each invoice once",
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("allocations", "expected"),
+    [
+        ([], [("data.allocations", "must be a list of 1 to 100 objects {invoice_id, amount}")]),
+        (
+            {"INV-1": "1250.00"},
+            [("data.allocations", "must be a list of 1 to 100 objects {invoice_id, amount}")],
+        ),
+        (
+            [{"invoice_id": f"INV-{i}", "amount": "0.01"} for i in range(101)],
+            [("data.allocations", "must be a list of 1 to 100 objects {invoice_id, amount}")],
+        ),
+        (["INV-1"], [("data.allocations[0]", "must be an object {invoice_id, amount}")]),
+        (
+            [{"invoice_id": "INV-1", "amount": "1250.00", "memo": "x"}],
+            [("data.allocations[0].memo", "is not a known field")],
+        ),
+        (
+            [{"amount": "1250.00"}],
+            [("data.allocations[0].invoice_id", "is required: 1-50 letters, digits, '_', '-' or '.'")],
+        ),
+        (
+            [{"invoice_id": "../admin", "amount": "1250.00"}],
+            [("data.allocations[0].invoice_id", "must be 1-50 letters, digits, '_', '-' or '.'")],
+        ),
+        (
+            [{"invoice_id": "INV-1"}],
+            [("data.allocations[0].amount", "is required: a decimal string in major units, e.g. '1250.00'")],
+        ),
+        (
+            [{"invoice_id": "INV-1", "amount": 1250}],
+            [("data.allocations[0].amount", "is required: a decimal string in major units, e.g. '1250.00'")],
+        ),
+        (
+            [{"invoice_id": "INV-1", "amount": "1250.00"}, {"invoice_id": "INV-2", "amount": "0.00"}],
+            [("data.allocations[1].amount", "amount must be greater than zero")],
+        ),
+        (
+            [{"invoice_id": "INV-1", "amount": "1250.001"}],
+            [("data.allocations[0].amount", "USD has 2 decimal place(s); '1250.001' has 3")],
+        ),
+        (
+            [{"invoice_id": "INV-1", "amount": "1e3"}],
+            [("data.allocations[0].amount", "'1e3' is not a positive decimal string such as '1250.00'")],
+        ),
+        (
+            [{"invoice_id": "INV-1", "amount": "１２５０.００"}],
+            [
+                (
+                    "data.allocations[0].amount",
+                    "'１２５０.００' is not a positive decimal string such as '1250.00'",
+                )
+            ],
+        ),
+    ],
+)
+def test_invalid_allocations_are_named_by_path(allocations: Any, expected: list[tuple[str, str]]) -> None:
+    """Each failing allocation is reported by its JSON path, and no sum is checked then."""
+    assert errors_of(deposit(amount="1250.00", allocations=allocations)) == expected
+
+
+def test_every_failing_allocation_is_reported_in_one_pass() -> None:
+    """Several bad allocations, and other bad fields, all come back at once."""
+    allocations = [{"invoice_id": "..", "amount": "1"}, {"invoice_id": "INV-2", "amount": "-1"}, 7]
+    assert {f for f, _ in errors_of(deposit(amount="x", allocations=allocations))} == {
+        "data.amount",
+        "data.allocations[0].invoice_id",
+        "data.allocations[1].amount",
+        "data.allocations[2]",
+    }
+
+
+def test_allocations_in_a_check_scan() -> None:
+    """check.scan takes allocations too."""
+    payment = validate(check(allocations=[{"invoice_id": "INV-9", "amount": "99.95"}])).payment
+    assert payment.allocations == (Allocation("INV-9", 9995),)
+
+
+# -- references ----------------------------------------------------------------------------------
+
+
+def test_references_are_kept_in_order() -> None:
+    """references are the remitter's own words, kept as given and in order."""
+    given = ["RF18539007547034", "INV-1042", "Rechnung 7 / 2026", "x" * 100]
+    assert validate(deposit(references=given)).payment.references == tuple(given)
+
+
+@pytest.mark.parametrize(
+    ("references", "field"),
+    [
+        ([], "data.references"),
+        ("INV-1", "data.references"),
+        ([f"INV-{i}" for i in range(51)], "data.references"),
+        (["INV-1", ""], "data.references[1]"),
+        (["   "], "data.references[0]"),
+        (["x" * 101], "data.references[0]"),
+        (["INV-1\n"], "data.references[0]"),
+        (["INV\x00-1"], "data.references[0]"),
+        (["INV-1\x85"], "data.references[0]"),
+        ([7], "data.references[0]"),
+        ([None], "data.references[0]"),
+    ],
+)
+def test_invalid_references_are_named(references: Any, field: str) -> None:
+    """A non-empty list of at most 50 non-blank strings of at most 100 characters, no control characters."""
+    [(got, message)] = errors_of(deposit(references=references))
+    assert got == field
+    assert message in (
+        "must be a list of 1 to 50 strings",
+        "must be a non-empty string of at most 100 characters, no control characters",
+    )
