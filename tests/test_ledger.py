@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 import sqlalchemy as sa
 
-from service.ledger import Claim, Entry, EventKey, Ledger, Recorded, async_url
+from service.ledger import Claim, Entry, EventKey, History, Ledger, Recorded, async_url
 
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 KEY: EventKey = ("acme-bank", "urn:acme:core-banking", "evt-1")
@@ -329,3 +329,268 @@ def test_unsupported_ledger_url_is_a_clear_value_error(url: str) -> None:
     """Anything but a SQLite file or a PostgreSQL URL is a ValueError naming the accepted forms."""
     with pytest.raises(ValueError, match=r"sqlite:///path/to/file\.db"):
         async_url(url)
+
+
+# -- reconciliation: what a claim tells of earlier attempts ---------------------------------------
+
+
+async def history(ledger: Ledger, owner: str, **kwargs: object) -> History:
+    result = await claim(ledger, owner=owner, **kwargs)
+    assert result.status == "claimed" and result.history is not None, result
+    return result.history
+
+
+async def test_a_first_claim_has_nothing_to_reconcile(ledger: Ledger) -> None:
+    """A new payment of generation 0 has no earlier attempt to look for, and its key is new."""
+    before = datetime.now(UTC)
+    seen = await history(ledger, "w1")
+    assert (seen.reconcile, seen.unreadable_200) == (False, False)
+    assert before <= seen.key_first_used_at <= datetime.now(UTC)
+
+
+async def test_a_definitive_failure_leaves_nothing_to_reconcile(ledger: Ledger) -> None:
+    """A 429 or 4xx verdict means Chargebee recorded nothing: the retry calls without looking first."""
+    first = await history(ledger, "w1")
+    await ledger.record_failure(KEY, owner="w1", error="429", reason=None, final=False)
+    again = await history(ledger, "w2")
+    assert again.reconcile is False
+    assert again.key_first_used_at == first.key_first_used_at  # same generation, same key
+
+
+async def test_a_maybe_recorded_failure_is_reconciled_on_every_later_attempt(ledger: Ledger) -> None:
+    """After a lost answer every later claim says reconcile, even after a definitive failure since."""
+    await history(ledger, "w1")
+    await ledger.record_failure(
+        KEY, owner="w1", error="timeout", reason=None, final=False, maybe_recorded=True
+    )
+    assert (await history(ledger, "w2")).reconcile is True
+    await ledger.record_failure(KEY, owner="w2", error="429", reason=None, final=False)
+    assert (await history(ledger, "w3")).reconcile is True
+
+
+async def test_an_unreadable_200_is_remembered(ledger: Ledger) -> None:
+    """Chargebee's unreadable 200 stays on the payment, so not finding it later is outcome_unknown."""
+    await history(ledger, "w1")
+    await ledger.record_failure(
+        KEY,
+        owner="w1",
+        error="unreadable 200",
+        reason=None,
+        final=False,
+        maybe_recorded=True,
+        unreadable_200=True,
+    )
+    seen = await history(ledger, "w2")
+    assert (seen.reconcile, seen.unreadable_200) == (True, True)
+
+
+async def test_taking_over_a_lapsed_lease_reconciles(ledger: Ledger) -> None:
+    """The holder of a lapsed lease may have called Chargebee and died: its successor looks first."""
+    await history(ledger, "w1", lease_seconds=0.01)
+    await asyncio.sleep(0.05)
+    assert (await history(ledger, "w2")).reconcile is True
+
+
+async def test_the_owner_reclaiming_its_own_lease_does_not_reconcile(ledger: Ledger) -> None:
+    """Its own earlier claim is not a crash: the same delivery trying again knows what it did."""
+    await history(ledger, "w1")
+    assert (await history(ledger, "w1")).reconcile is False
+
+
+async def test_a_replay_generation_reconciles_and_gets_a_new_key(ledger: Ledger) -> None:
+    """A replay (new generation) looks in Chargebee first, and its idempotency key is new."""
+    first = await history(ledger, "w1")
+    await ledger.record_failure(KEY, owner="w1", error="retries", reason="retries_exhausted", final=True)
+    await asyncio.sleep(0.01)
+    replay = await history(ledger, "w2", generation=1)
+    assert replay.reconcile is True
+    assert replay.key_first_used_at > first.key_first_used_at
+
+
+async def test_a_replay_whose_row_retention_deleted_reconciles(ledger: Ledger) -> None:
+    """A replay of an event the ledger no longer knows (deleted by retention) looks first too."""
+    assert (await history(ledger, "w1", generation=3)).reconcile is True
+
+
+# -- parts, leases, the outbox, plans -----------------------------------------------------------
+
+
+async def test_parts_of_one_event_are_claimed_and_recorded_on_their_own(ledger: Ledger) -> None:
+    """A split event has a payment per invoice: one recorded, the other still claimable."""
+    assert (await claim(ledger, part="INV-1", invoice_id="INV-1")).status == "claimed"
+    assert (await claim(ledger, owner="w2", part="INV-2", invoice_id="INV-2")).status == "claimed"
+    await ledger.record_success(KEY, recorded("txn_a", "INV-1"), owner="w1", part="INV-1")
+    assert await claim(ledger, owner="w3", part="INV-1") == Claim("recorded", 1, recorded("txn_a", "INV-1"))
+    await ledger.record_failure(KEY, owner="w2", error="503", reason=None, final=False, part="INV-2")
+    assert (await claim(ledger, owner="w3", part="INV-2")).status == "claimed"
+    assert await ledger.get(KEY) is None
+    assert {(e.part, e.state) for e in await ledger.find(event_id=KEY[2])} == {
+        ("INV-1", "recorded"),
+        ("INV-2", "in_progress"),
+    }
+
+
+async def test_renew_extends_only_the_holders_lease(ledger: Ledger) -> None:
+    """The holder renews; another owner, or anyone after the payment is recorded, cannot."""
+    await claim(ledger, owner="w1", lease_seconds=0.05)
+    assert await ledger.renew(KEY, owner="w1", lease_seconds=60) is True
+    await asyncio.sleep(0.1)
+    assert (await claim(ledger, owner="w2")).status == "busy"  # the renewed lease holds
+    assert await ledger.renew(KEY, owner="w2", lease_seconds=60) is False
+    await ledger.record_success(KEY, recorded(), owner="w1")
+    assert await ledger.renew(KEY, owner="w1", lease_seconds=60) is False
+
+
+async def test_recorded_payments_wait_in_the_outbox_until_confirmed(ledger: Ledger) -> None:
+    """A recorded payment is unconfirmed until mark_confirmed; then the drainer no longer sees it."""
+    await claim(ledger)
+    await ledger.record_success(KEY, recorded(), owner="w1")
+    [waiting] = await ledger.unconfirmed(older_than=0)
+    assert (waiting.key, waiting.part, waiting.confirmation) == (KEY, "", recorded().confirmation)
+    assert await ledger.unconfirmed(older_than=3600) == []
+    await ledger.mark_confirmed(KEY)
+    assert await ledger.unconfirmed(older_than=0) == []
+    assert (await stored(ledger)).confirmed_at is not None
+
+
+async def test_recorded_elsewhere_names_transactions_another_payment_owns(ledger: Ledger) -> None:
+    """A transaction the ledger holds for another payment is not this payment's."""
+    other: EventKey = ("acme-bank", "urn:acme", "evt-other")
+    await claim(ledger, key=other)
+    await ledger.record_success(other, recorded("txn_taken"), owner="w1")
+    assert await ledger.recorded_elsewhere("txn_taken", KEY) is True
+    assert await ledger.recorded_elsewhere("txn_taken", other) is False
+    assert await ledger.recorded_elsewhere("txn_free", KEY) is False
+
+
+async def test_the_first_plan_of_an_event_is_kept(ledger: Ledger) -> None:
+    """Two plans proposed for one event: both callers get the first, whatever the second said."""
+    first = [("INV-1", 100), ("INV-2", 50)]
+    assert await ledger.plan(KEY, first) == first
+    assert await ledger.plan(KEY, [("INV-2", 150)]) == first
+    assert await ledger.stored_plan(KEY) == first
+    assert await ledger.stored_plan(("acme-bank", "urn:acme", "nothing")) is None
+
+
+async def test_cleanup_removes_a_plan_with_the_last_entry_of_its_event(ledger: Ledger) -> None:
+    """A plan outlives retention while an entry of its event remains, and goes with the last one."""
+    await ledger.plan(KEY, [("INV-1", 100)])
+    await claim(ledger, part="INV-1")
+    later = datetime.now(UTC) + timedelta(days=31)
+    await ledger.record_failure(
+        KEY, owner="w1", error="x", reason="invoice_not_found", final=True, part="INV-1"
+    )
+    assert await ledger.cleanup(retention_days=30, now=later) == 1
+    assert await ledger.stored_plan(KEY) is None
+
+
+# -- the database itself ------------------------------------------------------------------------
+
+
+async def test_sqlite_syncs_every_commit(tmp_path: Path) -> None:
+    """synchronous=FULL: an acknowledged outcome survives a power cut, not only a process crash."""
+    opened = await Ledger.open(f"sqlite:///{tmp_path}/ledger.db")
+    try:
+        async with opened._engine.connect() as conn:
+            assert await conn.scalar(sa.text("PRAGMA synchronous")) == 2  # FULL
+    finally:
+        await opened.close()
+
+
+@pytest.mark.postgres
+async def test_a_hung_postgresql_fails_the_write_instead_of_waiting_for_ever() -> None:
+    """A table locked by someone else: the claim gives up after the statement timeout."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    opened = await Ledger.open(POSTGRES_URL, schema=schema, statement_timeout=1.0)
+    blocker = await asyncpg.connect(POSTGRES_URL, timeout=5)
+    try:
+        transaction = blocker.transaction()
+        await transaction.start()
+        await blocker.execute(f'LOCK TABLE "{schema}".payrelay_ledger IN ACCESS EXCLUSIVE MODE')
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(sa.exc.DBAPIError, match="statement timeout"):
+            await claim(opened)
+        assert asyncio.get_running_loop().time() - started < 5
+        await transaction.rollback()
+    finally:
+        await opened.close()
+        await blocker.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await blocker.close()
+
+
+# The ledger table as version 1 shipped it, to test the migration from it.
+_V1 = sa.MetaData()
+_V1_LEDGER = sa.Table(
+    "payrelay_ledger",
+    _V1,
+    *(sa.Column(name, sa.Text, primary_key=True) for name in ("origin", "source", "event_id")),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("owner", sa.Text),
+    sa.Column("lease_until", sa.DateTime(timezone=True)),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("generation", sa.Integer, nullable=False),
+    sa.Column("invoice_id", sa.Text),
+    sa.Column("transaction_id", sa.Text),
+    sa.Column("invoice_status", sa.Text),
+    sa.Column("amount_due", sa.BigInteger),
+    sa.Column("amount", sa.BigInteger),
+    sa.Column("currency", sa.String(3)),
+    sa.Column("recorded_at", sa.DateTime(timezone=True)),
+    sa.Column("confirmation", sa.LargeBinary),
+    sa.Column("last_error", sa.Text),
+    sa.Column("reason", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_payrelay_ledger_updated_at", "updated_at"),
+    sa.Index("ix_payrelay_ledger_invoice_id", "invoice_id"),
+    sa.Index("ix_payrelay_ledger_event_id", "event_id"),
+)
+sa.Table("payrelay_schema", _V1, sa.Column("version", sa.Integer, primary_key=True))
+
+
+async def test_a_version_1_ledger_is_migrated_keeping_every_row(backend: Backend) -> None:
+    """Rows of a version-1 ledger survive as whole-event payments; unfinished ones will reconcile."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    connect_args = {"server_settings": {"search_path": backend.schema}} if backend.schema else {}
+    if backend.schema:
+        conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
+        await conn.execute(f'CREATE SCHEMA "{backend.schema}"')
+        await conn.close()
+    engine = create_async_engine(async_url(backend.url), connect_args=connect_args)
+    now = datetime.now(UTC)
+    row = {"origin": "acme-bank", "source": "urn:acme", "attempts": 1, "generation": 0, "created_at": now}
+    async with engine.begin() as conn:
+        await conn.run_sync(_V1.create_all)
+        await conn.execute(sa.text("INSERT INTO payrelay_schema (version) VALUES (1)"))
+        await conn.execute(
+            _V1_LEDGER.insert(),
+            {**row, "event_id": "done", "state": "recorded", "transaction_id": "txn_9", "invoice_id": "INV-9",
+             "invoice_status": "paid", "amount_due": 0, "amount": 500, "currency": "USD",
+             "recorded_at": now, "confirmation": b"[]", "updated_at": now},
+        )  # fmt: skip
+        await conn.execute(
+            _V1_LEDGER.insert(),
+            {**row, "event_id": "midway", "state": "failed", "invoice_id": "INV-8", "updated_at": now},
+        )
+    await engine.dispose()
+    migrated = await backend.open()
+    try:
+        done = await migrated.get(("acme-bank", "urn:acme", "done"))
+        midway = await migrated.get(("acme-bank", "urn:acme", "midway"))
+        assert done is not None and midway is not None
+        assert (done.part, done.state, done.transaction_id, done.reconcile) == (
+            "",
+            "recorded",
+            "txn_9",
+            False,
+        )
+        assert done.confirmed_at is not None
+        assert (midway.state, midway.invoice_id, midway.reconcile) == ("failed", "INV-8", True)
+        assert await migrated.unconfirmed(older_than=0) == []
+        async with migrated._engine.connect() as conn:
+            assert await conn.scalar(sa.text("SELECT max(version) FROM payrelay_schema")) == 2
+    finally:
+        await migrated.close()
+    again = await backend.open()  # a second start finds version 2 and changes nothing
+    await again.close()

@@ -1,8 +1,12 @@
-"""The payment ledger (each event's Chargebee outcome, keyed by its identity) and the append-only audit.
+"""The payment ledger (each payment's Chargebee outcome, keyed by its event and part) and the audit.
 
-The consumer claims an event here before calling Chargebee, so a duplicate delivered days later
-— a bank retry, a redelivery, a replay — finds it recorded and calls nothing (SPEC §4). Replays
-and purges are appended to the audit (SPEC §6). One SQLAlchemy Core code path serves SQLite
+The consumer claims a payment here before calling Chargebee, so a duplicate delivered days later
+— a bank retry, a redelivery, a replay — finds it recorded and calls nothing (SPEC §4). An event
+recorded on one invoice is one payment (part ""); one split over several invoices is a payment
+per invoice (part = the invoice id), each claimed and recorded on its own. The ledger also keeps
+what reconciliation needs (did an earlier attempt perhaps reach Chargebee? when was this
+idempotency key first sent?), each split event's plan, and the outbox of confirmations not yet
+confirmed by the broker. Replays and purges are appended to the audit (SPEC §6). One SQLAlchemy Core code path serves SQLite
 (aiosqlite, the embedded default) and PostgreSQL (asyncpg, several consumer replicas); the only
 dialect branches are connection setup, the dialect's `INSERT … ON CONFLICT` construct, and a lock
 that keeps replicas from creating the tables twice at start.
@@ -12,19 +16,23 @@ both databases, so exactly one of any number of concurrent claimers across proce
 Leases compare the claimers' wall clocks; keep them synchronised and leases much longer than skew.
 
 Modules: `tables` (schema, column types, upserts), `records` (what the ledger hands out),
-`engine` (URLs and connection setup), `store` (`Ledger`, with its group-commit writer).
+`engine` (URLs and connection setup), `migrations` (older schemas), `store` (`Ledger`, with its
+group-commit writer).
 """
 
 from service.ledger.engine import async_url
-from service.ledger.records import AuditRecord, Claim, Entry, EventKey, Recorded
+from service.ledger.records import WHOLE, AuditRecord, Claim, Entry, EventKey, History, Recorded, Unconfirmed
 from service.ledger.store import Ledger
 
 __all__ = [
+    "WHOLE",
     "AuditRecord",
     "Claim",
     "Entry",
     "EventKey",
+    "History",
     "Ledger",
     "Recorded",
+    "Unconfirmed",
     "async_url",
 ]

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from service.ledger.tables import KEY_COLUMNS
+from service.ledger.tables import EVENT_COLUMNS
 
 EventKey = tuple[str, str, str]  # (configured source, CloudEvent source, CloudEvent id)
+WHOLE = ""  # the part of an event recorded on one invoice; a split event's parts are invoice ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,10 +29,20 @@ class Recorded:
 
 
 @dataclass(frozen=True, slots=True)
+class History:
+    """What the ledger knows of a claimed payment's earlier attempts."""
+
+    reconcile: bool  # an earlier attempt may have been recorded: look in Chargebee first
+    unreadable_200: bool  # Chargebee said 200 to an earlier attempt and the answer was unreadable
+    key_first_used_at: datetime  # when this generation's idempotency key was first sent
+
+
+@dataclass(frozen=True, slots=True)
 class Claim:
     status: Literal["claimed", "recorded", "busy"]
     attempts: int  # attempts so far, this one included when claimed
     recorded: Recorded | None = None  # set when status == "recorded"
+    history: History | None = field(default=None, compare=False)  # set when status == "claimed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +50,7 @@ class Entry:
     """A ledger row, for the ops app and the CLI."""
 
     key: EventKey
+    part: str
     state: str
     invoice_id: str | None
     attempts: int
@@ -49,6 +61,17 @@ class Entry:
     created_at: datetime
     updated_at: datetime
     generation: int
+    reconcile: bool
+    confirmed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Unconfirmed:
+    """A recorded payment whose confirmations the broker has not confirmed yet (the outbox)."""
+
+    key: EventKey
+    part: str
+    confirmation: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +85,17 @@ class AuditRecord:
     details: dict[str, Any]
 
 
-def key_values(key: EventKey) -> dict[str, str]:
-    return dict(zip(KEY_COLUMNS, key, strict=True))
+def key_values(key: EventKey, part: str = WHOLE) -> dict[str, str]:
+    return {**dict(zip(EVENT_COLUMNS, key, strict=True)), "part": part}
+
+
+def update_key_values(key: EventKey, part: str = WHOLE) -> dict[str, str]:
+    """The key as an UPDATE's parameters (`k_<column>`: an UPDATE may not reuse column names)."""
+    return {f"k_{name}": value for name, value in key_values(key, part).items()}
+
+
+def event_values(key: EventKey) -> dict[str, str]:
+    return dict(zip(EVENT_COLUMNS, key, strict=True))
 
 
 def to_entry(row: sa.Row[Any]) -> Entry:

@@ -15,22 +15,33 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.ledger.engine import engine_for
+from service.ledger.migrations import migrate
 from service.ledger.records import (
+    WHOLE,
     AuditRecord,
     Claim,
     Entry,
     EventKey,
+    History,
     Recorded,
+    Unconfirmed,
+    event_values,
     key_values,
     to_audit_record,
     to_entry,
     to_recorded,
+    update_key_values,
 )
 from service.ledger.tables import (
     AUDIT,
+    CONFIRMED,
+    EVENT_COLUMNS,
     KEY_COLUMNS,
     LEDGER,
     METADATA,
+    PLAN,
+    PLANS,
+    RENEW,
     ROW,
     SCHEMA,
     SCHEMA_VERSION,
@@ -48,6 +59,7 @@ _DDL_LOCK_KEY = 0x70617972656C6179  # "payrelay": replicas starting together cre
 _CLAIM_TRIES = 3
 _GROUP_MAX = 200  # writes per shared transaction
 _MAX_ERROR_CHARS = 4000
+DEFAULT_STATEMENT_TIMEOUT = 10.0
 
 
 def _now() -> datetime:
@@ -70,13 +82,17 @@ class Ledger:
         self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, url: str, *, schema: str | None = None) -> Ledger:
-        """Connect and create the tables if missing.
+    async def open(
+        cls, url: str, *, schema: str | None = None, statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT
+    ) -> Ledger:
+        """Connect, create the tables if missing and migrate older ones.
 
         `schema` (PostgreSQL only) keeps the tables in that schema, creating it if needed; tests
-        use a fresh one each, and deployments may use it to share a database.
+        use a fresh one each, and deployments may use it to share a database. No statement waits
+        longer than `statement_timeout` seconds: a hung database fails the write, and the message
+        is retried later, instead of staying unacknowledged for ever.
         """
-        ledger = cls(engine_for(url, schema))
+        ledger = cls(engine_for(url, schema, statement_timeout))
         try:
             await ledger._create_schema(schema)
         except BaseException:
@@ -140,46 +156,56 @@ class Ledger:
                 await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_DDL_LOCK_KEY)))
                 if schema:
                     await conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+            version = await migrate(conn)
             await conn.run_sync(METADATA.create_all)
-            version = await conn.scalar(sa.select(sa.func.max(SCHEMA.c.version)))
             if version is None:
                 await conn.execute(SCHEMA.insert().values(version=SCHEMA_VERSION))
-            elif version > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"ledger schema is version {version}; this payrelay knows {SCHEMA_VERSION}"
-                )
 
     async def claim(
-        self, key: EventKey, *, owner: str, lease_seconds: float, invoice_id: str | None, generation: int = 0
+        self,
+        key: EventKey,
+        *,
+        owner: str,
+        lease_seconds: float,
+        invoice_id: str | None,
+        generation: int = 0,
+        part: str = WHOLE,
     ) -> Claim:
-        """Take the event for one Chargebee attempt, or say why not ("recorded" or "busy").
+        """Take one payment of an event for one Chargebee attempt, or say why not ("recorded", "busy").
 
-        Takeable: a new event, an expired lease, the owner's own lease, a transient failure
-        waiting for retry, or a dead-lettered event being replayed.
+        Takeable: a new payment, an expired lease, the owner's own lease, a transient failure
+        waiting for retry, or a dead-lettered payment being replayed. A claim that takes over a
+        lapsed lease, or starts a replay's generation, marks the payment for reconciliation.
         """
         attempts = 0
         for _ in range(_CLAIM_TRIES):
             now = _now()
             values = {
-                **key_values(key),
+                **key_values(key, part),
                 "state": "in_progress",
                 "owner": owner,
                 "lease_until": now + timedelta(seconds=lease_seconds),
                 "attempts": 1,
                 "generation": generation,
+                "key_first_used_at": now,
+                "reconcile": generation > 0,  # a replay of a row retention has already deleted
+                "unreadable_200": False,
                 "invoice_id": invoice_id,
                 "created_at": now,
                 "updated_at": now,
             }
 
             async def claim(conn: AsyncConnection, values: dict[str, Any] = values) -> tuple[Any, Any]:
-                claimed = await conn.scalar(self._sql.claim, values)
-                row = None if claimed is not None else (await conn.execute(ROW, key_values(key))).first()
+                claimed = (await conn.execute(self._sql.claim, values)).first()
+                row = (
+                    None if claimed is not None else (await conn.execute(ROW, key_values(key, part))).first()
+                )
                 return claimed, row
 
             claimed, row = await self._grouped(claim)
             if claimed is not None:
-                return Claim("claimed", claimed)
+                history = History(claimed.reconcile, claimed.unreadable_200, claimed.key_first_used_at)
+                return Claim("claimed", claimed.attempts, history=history)
             if row is None:
                 continue  # deleted by cleanup between the two statements: claim again
             attempts = row.attempts
@@ -190,20 +216,37 @@ class Ledger:
             # On PostgreSQL the row changed between the statements (say the holder failed): again.
         return Claim("busy", attempts)
 
-    async def record_success(self, key: EventKey, recorded: Recorded, *, owner: str) -> None:
-        """Store Chargebee's answer; an already recorded event keeps its first answer.
+    async def renew(self, key: EventKey, *, owner: str, lease_seconds: float, part: str = WHOLE) -> bool:
+        """Extend `owner`'s lease; False if it no longer holds the payment (taken over, or settled)."""
+        now = _now()
+        values = {
+            **update_key_values(key, part),
+            "holder": owner,
+            "until": now + timedelta(seconds=lease_seconds),
+        }
+
+        async def renew(conn: AsyncConnection) -> int:
+            return (await conn.execute(RENEW, {**values, "now": now})).rowcount
+
+        return await self._grouped(renew) == 1
+
+    async def record_success(
+        self, key: EventKey, recorded: Recorded, *, owner: str, part: str = WHOLE
+    ) -> None:
+        """Store Chargebee's answer, its confirmations not yet sent; a recorded payment keeps its first.
 
         Accepted from any owner, even one whose lease was taken over: the payment exists at
         Chargebee either way, and losing that fact is what would let it be recorded twice.
         """
         now = _now()
         values = {
-            **key_values(key),
+            **key_values(key, part),
             **asdict(recorded),
             "recorded_at": utc(recorded.recorded_at),
             "state": "recorded",
             "owner": owner,
             "lease_until": None,
+            "confirmed_at": None,
             "attempts": 1,  # only if it was never claimed
             "generation": 0,
             "created_at": now,
@@ -213,7 +256,7 @@ class Ledger:
         async def success(conn: AsyncConnection) -> Any:
             if await conn.scalar(self._sql.success, values) is not None:
                 return recorded.transaction_id
-            return await conn.scalar(TRANSACTION_ID, key_values(key))
+            return await conn.scalar(TRANSACTION_ID, key_values(key, part))
 
         kept = await self._grouped(success)
         if kept != recorded.transaction_id:
@@ -225,16 +268,27 @@ class Ledger:
             )
 
     async def record_failure(
-        self, key: EventKey, *, owner: str, error: str, reason: str | None, final: bool
+        self,
+        key: EventKey,
+        *,
+        owner: str,
+        error: str,
+        reason: str | None,
+        final: bool,
+        part: str = WHOLE,
+        maybe_recorded: bool = False,
+        unreadable_200: bool = False,
     ) -> None:
         """Mark a failed attempt: `failed` waits for a retry, `dead_lettered` (final) for a replay.
 
-        Ignored for a recorded event, and from an owner whose live lease another owner took over.
-        An event that fails before it was ever claimed (say, invalid) is inserted with 0 attempts.
+        `maybe_recorded` says Chargebee may have recorded it all the same (the answer was lost, a
+        5xx): every later attempt looks for the payment first. Ignored for a recorded event, and
+        from an owner whose live lease another owner took over. An event that fails before it was
+        ever claimed (say, invalid) is inserted with 0 attempts.
         """
         now = _now()
         values = {
-            **key_values(key),
+            **key_values(key, part),
             "state": "dead_lettered" if final else "failed",
             "owner": None,
             "lease_until": None,
@@ -242,6 +296,8 @@ class Ledger:
             "generation": 0,
             "last_error": error[:_MAX_ERROR_CHARS],
             "reason": reason,
+            "reconcile": maybe_recorded,
+            "unreadable_200": unreadable_200,
             "created_at": now,
             "updated_at": now,
             "reporter": owner,
@@ -254,10 +310,60 @@ class Ledger:
         if applied is None:
             log.info("ignored failure of %s from %s: recorded, or held by another owner", key, owner)
 
-    async def get(self, key: EventKey) -> Entry | None:
+    async def get(self, key: EventKey, part: str = WHOLE) -> Entry | None:
         async with self._engine.connect() as conn:
-            row = (await conn.execute(ROW, key_values(key))).first()
+            row = (await conn.execute(ROW, key_values(key, part))).first()
         return None if row is None else to_entry(row)
+
+    async def mark_confirmed(self, key: EventKey, part: str = WHOLE) -> None:
+        """The broker confirmed this payment's confirmations: take it out of the outbox."""
+        values = {**update_key_values(key, part), "now": _now()}
+
+        async def confirmed(conn: AsyncConnection) -> None:
+            await conn.execute(CONFIRMED, values)
+
+        await self._grouped(confirmed)
+
+    async def unconfirmed(self, *, older_than: float, limit: int = 500) -> list[Unconfirmed]:
+        """Recorded payments whose confirmations are still to be sent, stored `older_than` seconds ago."""
+        cutoff = _now() - timedelta(seconds=older_than)
+        query = (
+            sa.select(*(LEDGER.c[n] for n in KEY_COLUMNS), LEDGER.c.confirmation)
+            .where(LEDGER.c.state == "recorded", LEDGER.c.confirmed_at.is_(None))
+            .where(LEDGER.c.updated_at <= cutoff)
+            .order_by(LEDGER.c.updated_at)
+            .limit(limit)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [Unconfirmed((r.origin, r.source, r.event_id), r.part, r.confirmation) for r in rows]
+
+    async def recorded_elsewhere(self, transaction_id: str, key: EventKey, part: str = WHOLE) -> bool:
+        """Whether another payment of the ledger already owns this Chargebee transaction."""
+        mine = sa.and_(*(LEDGER.c[n] == v for n, v in key_values(key, part).items()))
+        query = sa.select(sa.literal(1)).where(LEDGER.c.transaction_id == transaction_id, sa.not_(mine))
+        async with self._engine.connect() as conn:
+            return await conn.scalar(query.limit(1)) is not None
+
+    async def plan(self, key: EventKey, proposed: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """The event's allocation plan: `proposed` if it is the first, else the one stored before.
+
+        Decided once, from the invoices as they were then, and kept: a retry after part of the
+        plan was recorded must not share the payment differently.
+        """
+        values = {**event_values(key), "plan": [list(p) for p in proposed], "created_at": _now()}
+
+        async def plan(conn: AsyncConnection) -> Any:
+            await conn.execute(self._sql.plan, values)
+            return await conn.scalar(PLAN, event_values(key))
+
+        stored = await self._grouped(plan)
+        return [(str(invoice), int(amount)) for invoice, amount in stored]
+
+    async def stored_plan(self, key: EventKey) -> list[tuple[str, int]] | None:
+        async with self._engine.connect() as conn:
+            stored = await conn.scalar(PLAN, event_values(key))
+        return None if stored is None else [(str(invoice), int(amount)) for invoice, amount in stored]
 
     async def find(
         self, *, invoice_id: str | None = None, event_id: str | None = None, limit: int = 50
@@ -292,12 +398,19 @@ class Ledger:
         return {state: count for state, count in rows}
 
     async def cleanup(self, *, retention_days: int, now: datetime | None = None) -> int:
-        """Delete entries of every state not updated for `retention_days`; returns how many went."""
+        """Delete entries of every state not updated for `retention_days`; returns how many went.
+
+        An event's plan goes with the last of its entries.
+        """
         if retention_days < 1:
             raise ValueError("retention_days must be at least 1: the ledger is what stops double payments")
         cutoff = utc(now or _now()) - timedelta(days=retention_days)
+        entries = sa.select(LEDGER.c.event_id).where(
+            *(LEDGER.c[name] == PLANS.c[name] for name in EVENT_COLUMNS)
+        )
         async with self._write() as conn:
             result = await conn.execute(sa.delete(LEDGER).where(LEDGER.c.updated_at < cutoff))
+            await conn.execute(sa.delete(PLANS).where(PLANS.c.created_at < cutoff, ~entries.exists()))
         return result.rowcount
 
     async def append_audit(

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -32,7 +32,10 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
 
 METADATA = sa.MetaData()
-KEY_COLUMNS = ("origin", "source", "event_id")
+EVENT_COLUMNS = ("origin", "source", "event_id")
+# One row per payment: an event recorded on one invoice has part "", an event split over several
+# invoices (SPEC §4 allocations) has one row per invoice, its part being the invoice id.
+KEY_COLUMNS = (*EVENT_COLUMNS, "part")
 
 LEDGER = sa.Table(
     "payrelay_ledger",
@@ -40,11 +43,20 @@ LEDGER = sa.Table(
     sa.Column("origin", sa.Text, primary_key=True),  # the configured source it came in through
     sa.Column("source", sa.Text, primary_key=True),  # CloudEvent source
     sa.Column("event_id", sa.Text, primary_key=True),  # CloudEvent id
+    sa.Column("part", sa.Text, primary_key=True, server_default=""),
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("owner", sa.Text),
     sa.Column("lease_until", UTCDateTime()),
     sa.Column("attempts", sa.Integer, nullable=False),
     sa.Column("generation", sa.Integer, nullable=False),
+    # When this generation's idempotency key was first sent: Chargebee forgets it after 30 minutes.
+    sa.Column("key_first_used_at", UTCDateTime()),
+    # An earlier attempt may have been recorded by Chargebee (its answer was lost, a 5xx, a crash
+    # mid-call, or this is a replay): look for the payment there before calling again.
+    sa.Column("reconcile", sa.Boolean, nullable=False, server_default=sa.false()),
+    # Chargebee answered 200 and payrelay could not read it: not finding the payment is a puzzle
+    # for a person (outcome_unknown), not a reason to send it again.
+    sa.Column("unreadable_200", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("invoice_id", sa.Text),
     sa.Column("transaction_id", sa.Text),
     sa.Column("invoice_status", sa.Text),
@@ -53,6 +65,8 @@ LEDGER = sa.Table(
     sa.Column("currency", sa.String(3)),
     sa.Column("recorded_at", UTCDateTime()),
     sa.Column("confirmation", sa.LargeBinary),
+    # The outbox: set once the confirmations of a recorded payment are confirmed by the broker.
+    sa.Column("confirmed_at", UTCDateTime()),
     sa.Column("last_error", sa.Text),
     sa.Column("reason", sa.Text),
     sa.Column("created_at", UTCDateTime(), nullable=False),
@@ -63,6 +77,26 @@ LEDGER = sa.Table(
     sa.Index("ix_payrelay_ledger_updated_at", "updated_at"),
     sa.Index("ix_payrelay_ledger_invoice_id", "invoice_id"),
     sa.Index("ix_payrelay_ledger_event_id", "event_id"),
+    sa.Index("ix_payrelay_ledger_transaction_id", "transaction_id"),
+    # Only unconfirmed payments are in this index, so the outbox drainer's scan stays small.
+    sa.Index(
+        "ix_payrelay_ledger_unconfirmed",
+        "updated_at",
+        sqlite_where=sa.text("state = 'recorded' AND confirmed_at IS NULL"),
+        postgresql_where=sa.text("state = 'recorded' AND confirmed_at IS NULL"),
+    ),
+)
+
+# How an event that names no invoice itself is shared among invoices, decided once (from the
+# invoices as they were then) and kept, so that a retry never splits it differently.
+PLANS = sa.Table(
+    "payrelay_plans",
+    METADATA,
+    sa.Column("origin", sa.Text, primary_key=True),
+    sa.Column("source", sa.Text, primary_key=True),
+    sa.Column("event_id", sa.Text, primary_key=True),
+    sa.Column("plan", sa.JSON, nullable=False),  # [[invoice_id, amount], ...]
+    sa.Column("created_at", UTCDateTime(), nullable=False),
 )
 
 AUDIT = sa.Table(
@@ -83,27 +117,43 @@ SCHEMA = sa.Table("payrelay_schema", METADATA, sa.Column("version", sa.Integer, 
 _KEY = sa.and_(*(LEDGER.c[name] == sa.bindparam(name) for name in KEY_COLUMNS))
 ROW = sa.select(LEDGER).where(_KEY)
 TRANSACTION_ID = sa.select(LEDGER.c.transaction_id).where(_KEY)
+# An UPDATE may not bind parameters named like its columns: its key parameters are `k_<column>`.
+_UPDATE_KEY = sa.and_(*(LEDGER.c[name] == sa.bindparam(f"k_{name}") for name in KEY_COLUMNS))
+RENEW = (
+    sa.update(LEDGER)
+    .where(_UPDATE_KEY, LEDGER.c.state == "in_progress", LEDGER.c.owner == sa.bindparam("holder"))
+    .values(lease_until=sa.bindparam("until"), updated_at=sa.bindparam("now"))
+)
+CONFIRMED = (
+    sa.update(LEDGER)
+    .where(_UPDATE_KEY, LEDGER.c.state == "recorded", LEDGER.c.confirmed_at.is_(None))
+    .values(confirmed_at=sa.bindparam("now"))
+)
+_PLAN_KEY = sa.and_(*(PLANS.c[name] == sa.bindparam(name) for name in EVENT_COLUMNS))
+PLAN = sa.select(PLANS.c.plan).where(_PLAN_KEY)
 _CLAIM_SETS = ("state", "owner", "lease_until", "generation", "updated_at")
 _SUCCESS_SETS = (
     "state", "owner", "lease_until", "invoice_id", "transaction_id", "invoice_status",
-    "amount_due", "amount", "currency", "recorded_at", "confirmation", "updated_at",
+    "amount_due", "amount", "currency", "recorded_at", "confirmation", "confirmed_at", "updated_at",
 )  # fmt: skip
 _FAILURE_SETS = ("state", "owner", "lease_until", "last_error", "reason", "updated_at")
+CLAIM_RETURNS = ("attempts", "reconcile", "unreadable_200", "key_first_used_at")
 
 Insert = postgresql.Insert | sqlite.Insert
 
 
 @dataclass(frozen=True, slots=True)
 class Upserts:
-    """The `INSERT … ON CONFLICT DO UPDATE … WHERE` statements, in one dialect's construct.
+    """The `INSERT … ON CONFLICT` statements, in one dialect's construct.
 
-    Each inserts the event if it is new, else updates it only where the WHERE allows, and
-    returns a row exactly when it wrote: atomic on both databases, whatever runs concurrently.
+    Each inserts the row if it is new, else updates it only where the WHERE allows, and returns a
+    row exactly when it wrote: atomic on both databases, whatever runs concurrently.
     """
 
     claim: sa.Executable
     success: sa.Executable
     failure: sa.Executable
+    plan: sa.Executable
 
     @classmethod
     def build(cls, insert_into: Callable[[sa.Table], Insert]) -> Upserts:
@@ -118,10 +168,22 @@ class Upserts:
                 t.c.state.in_(("failed", "dead_lettered")),
             ),
         )
+        same_key = t.c.generation == new.generation
         claim_sets = {
             **{name: new[name] for name in _CLAIM_SETS},
             "attempts": t.c.attempts + 1,
             "invoice_id": sa.func.coalesce(new.invoice_id, t.c.invoice_id),  # a replay may correct it
+            # Taking over a lapsed lease: its holder may have called Chargebee and died. A new
+            # generation is a replay: what happened before it is not known here.
+            "reconcile": sa.or_(
+                t.c.reconcile,
+                sa.and_(t.c.state == "in_progress", t.c.owner != new.owner),
+                sa.and_(new.generation > 0, sa.not_(same_key)),
+            ),
+            "key_first_used_at": sa.case(
+                (same_key, sa.func.coalesce(t.c.key_first_used_at, new.key_first_used_at)),
+                else_=new.key_first_used_at,
+            ),
         }
         failure = insert_into(t)
         reported = sa.and_(
@@ -132,11 +194,18 @@ class Upserts:
                 t.c.lease_until <= failure.excluded.updated_at,
             ),
         )
+        failure_sets = {
+            **_excluded(failure, _FAILURE_SETS),
+            "reconcile": sa.or_(t.c.reconcile, failure.excluded.reconcile),
+            "unreadable_200": sa.or_(t.c.unreadable_200, failure.excluded.unreadable_200),
+        }
         success = insert_into(t)
+        plan = insert_into(PLANS).on_conflict_do_nothing(index_elements=list(EVENT_COLUMNS))
         return cls(
-            claim=_upsert(claim, claim_sets, takeable, t.c.attempts),
+            claim=_upsert(claim, claim_sets, takeable, *(t.c[name] for name in CLAIM_RETURNS)),
             success=_upsert(success, _excluded(success, _SUCCESS_SETS), t.c.state != "recorded", t.c.state),
-            failure=_upsert(failure, _excluded(failure, _FAILURE_SETS), reported, t.c.state),
+            failure=_upsert(failure, failure_sets, reported, t.c.state),
+            plan=plan,
         )
 
 
@@ -145,10 +214,10 @@ def _excluded(insert: Insert, names: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _upsert(
-    insert: Insert, sets: dict[str, Any], where: sa.ColumnElement[bool], returning: sa.Column[Any]
+    insert: Insert, sets: dict[str, Any], where: sa.ColumnElement[bool], *returning: sa.Column[Any]
 ) -> sa.Executable:
     return insert.on_conflict_do_update(index_elements=list(KEY_COLUMNS), set_=sets, where=where).returning(
-        returning
+        *returning
     )
 
 
