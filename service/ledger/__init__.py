@@ -6,10 +6,12 @@ recorded on one invoice is one payment (part ""); one split over several invoice
 per invoice (part = the invoice id), each claimed and recorded on its own. The ledger also keeps
 what reconciliation needs (did an earlier attempt perhaps reach Chargebee? when was this
 idempotency key first sent?), each split event's plan, and the outbox of confirmations not yet
-confirmed by the broker. Replays and purges are appended to the audit (SPEC §6). One SQLAlchemy Core code path serves SQLite
-(aiosqlite, the embedded default) and PostgreSQL (asyncpg, several consumer replicas); the only
-dialect branches are connection setup, the dialect's `INSERT … ON CONFLICT` construct, and a lock
-that keeps replicas from creating the tables twice at start.
+confirmed by the broker. Replays and purges are appended to the audit (SPEC §6).
+
+One SQLAlchemy Core code path serves SQLite (aiosqlite, the embedded default) and PostgreSQL
+(asyncpg, several consumer replicas); the only dialect branches are connection setup, the
+dialect's `INSERT … ON CONFLICT` construct, a lock that keeps replicas from creating the tables
+twice at start, and one index rename in the migration from version 1.
 
 A claim is one `INSERT … ON CONFLICT DO UPDATE … WHERE <takeable> RETURNING` statement: atomic on
 both databases, so exactly one of any number of concurrent claimers across processes wins.
