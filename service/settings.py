@@ -146,6 +146,25 @@ class Settings(BaseSettings):
             raise ValueError("needs at least one delay, every one a positive number of seconds")
         return value
 
+    @model_validator(mode="after")
+    def _one_source_per_secret(self) -> Settings:
+        """Refuse a signing key shared by two sources: a request could be replayed to the other.
+
+        Keys are compared decoded, so one key written in two base64 spellings is still caught.
+        The message names the sources, never the secret.
+        """
+        owners: dict[bytes, str] = {}
+        for name, source in self.sources.items():
+            for secret in source.secrets:
+                owner = owners.setdefault(decode_secret(secret.get_secret_value()), name)
+                if owner != name:
+                    raise ValueError(
+                        f"sources {owner} and {name} share a signing secret: the signature does not "
+                        "cover the URL, so a request replayed to the other source would be recorded "
+                        "twice; give each source its own secret"
+                    )
+        return self
+
     @property
     def chargebee_api_base(self) -> str:
         """Where `/invoices/...` lives: the base URL (or the site's) plus `/api/v1` or `/api/v2`."""

@@ -22,6 +22,8 @@ from service.settings import Settings, SourceSettings
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 OLD_SECRET = "whsec_b2xkLXNlY3JldC1zdGlsbC12YWxpZA=="
+# Each source its own secret: Settings refuses one secret for two sources (SPEC §2).
+LOCKBOX_SECRET = "whsec_bG9ja2JveC10ZXN0LXNlY3JldCwgbm90IGFjbWUtYmFuaw=="
 
 
 @pytest.fixture
@@ -34,7 +36,7 @@ def make_settings(prefix: str, **overrides: Any) -> Settings:
         "sources",
         {
             "acme-bank": SourceSettings(secrets=[SECRET, OLD_SECRET], types=["bank.deposit"]),
-            "lockbox": SourceSettings(secrets=[SECRET]),
+            "lockbox": SourceSettings(secrets=[LOCKBOX_SECRET]),
         },
     )
     values: dict[str, Any] = {

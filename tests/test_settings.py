@@ -3,9 +3,10 @@
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from service.settings import ConfigError, Settings, load_settings
-from tests.conftest import SECRET
+from service.settings import ConfigError, Settings, SourceSettings, load_settings
+from tests.conftest import LOCKBOX_SECRET, OLD_SECRET, SECRET
 
 TOML = f"""
 amqp_prefix = "fromfile"
@@ -118,3 +119,78 @@ def test_chargebee_base_url_wins_over_site() -> None:
         chargebee_site="acme", chargebee_base_url="http://127.0.0.1:8090", chargebee_api_version="v2"
     )
     assert both.chargebee_api_base == "http://127.0.0.1:8090/api/v2"
+
+
+def write_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    monkeypatch.setenv("PAYRELAY_CONFIG", str(path))
+
+
+@pytest.mark.parametrize(
+    ("acme", "other"),
+    [
+        (SECRET, SECRET),
+        # The same key in two base64 spellings (the last character's unused bits differ).
+        ("whsec_c2FtZS1rZXk=", "whsec_c2FtZS1rZXl="),
+    ],
+)
+def test_a_secret_shared_by_two_sources_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, acme: str, other: str
+) -> None:
+    """One key for two sources is refused, naming both sources and never the secret."""
+    write_config(
+        tmp_path,
+        monkeypatch,
+        f"[sources.acme-bank]\nsecrets = ['{acme}']\n[sources.other-bank]\nsecrets = ['{other}']\n",
+    )
+    with pytest.raises(ConfigError) as exc:
+        load_settings()
+    message = str(exc.value)
+    assert (
+        "sources acme-bank and other-bank share a signing secret: the signature does not cover the URL, "
+        "so a request replayed to the other source would be recorded twice; give each source its own secret"
+    ) in message
+    for secret in (acme, other):
+        assert secret not in message
+        assert secret.removeprefix("whsec_") not in message
+
+
+def test_a_rotated_out_secret_counts_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any secret of a source counts, including one kept during rotation, and from secrets_file."""
+    secret_file = tmp_path / "lockbox"
+    secret_file.write_text(f"{LOCKBOX_SECRET}\n{OLD_SECRET}\n")
+    write_config(
+        tmp_path,
+        monkeypatch,
+        f"[sources.acme-bank]\nsecrets = ['{SECRET}', '{OLD_SECRET}']\n"
+        f"[sources.lockbox]\nsecrets_file = '{secret_file}'\n",
+    )
+    with pytest.raises(ConfigError, match="sources acme-bank and lockbox share a signing secret") as exc:
+        load_settings()
+    assert OLD_SECRET not in str(exc.value)
+
+
+def test_a_source_may_repeat_its_own_secret_and_sources_may_differ() -> None:
+    """The same secret twice in one source is harmless; distinct secrets per source are fine."""
+    settings = Settings(
+        sources={
+            "acme-bank": SourceSettings(secrets=[SECRET, SECRET]),
+            "lockbox": SourceSettings(secrets=[LOCKBOX_SECRET]),
+        }
+    )
+    assert set(settings.sources) == {"acme-bank", "lockbox"}
+
+
+def test_shared_secret_built_directly_is_a_validation_error_without_the_secret() -> None:
+    """Settings(...) built in code refuses it too, and its error shows no secret."""
+    with pytest.raises(ValidationError) as exc:
+        Settings(
+            sources={
+                "acme-bank": SourceSettings(secrets=[SECRET]),
+                "lockbox": SourceSettings(secrets=[OLD_SECRET, SECRET]),
+            }
+        )
+    assert "sources acme-bank and lockbox share a signing secret" in str(exc.value)
+    assert SECRET not in str(exc.value)
+    assert SECRET.removeprefix("whsec_") not in str(exc.value)
