@@ -2,7 +2,8 @@
 
 Order of checks, cheapest and least revealing first: unknown source (404), content type (415),
 body size while streaming (413), signature (401), JSON shape (400), the events (422), and only
-then the publish (503 if the broker does not confirm every event in time).
+then the publish (503 if the broker does not confirm every event in time). Anything unexpected
+is a 500, logged once and counted in the metrics like every other answer.
 """
 
 from __future__ import annotations
@@ -115,7 +116,14 @@ class Ingest:
         name = request.path_params["source"]
         source = self.sources.get(name)
         label = name if source is not None else "unknown"
-        response, types = await self._handle(request, source)
+        try:
+            response, types = await self._handle(request, source)
+        except Exception:
+            # Answered here rather than by Starlette so that the 500 is counted and timed, and
+            # the sender gets problem+json without a traceback. The sender retries on any non-2xx.
+            log.exception("ingest from %s failed unexpectedly", label)
+            detail = "internal error in the receiver; retry the request"
+            response, types = problem(500, detail, title="Internal Server Error"), {}
         status = str(response.status_code)
         self.metrics.ingest_requests.labels(label, status).inc()
         for event_type, count in types.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -17,7 +18,7 @@ import pytest
 from service.receiver import create_app
 from service.sender import example_event, signed_headers
 from service.settings import Settings
-from tests.conftest import OLD_SECRET, SECRET, get_all, serve
+from tests.conftest import LOCKBOX_SECRET, OLD_SECRET, SECRET, get_all, serve
 
 pytestmark = pytest.mark.usefixtures("rabbitmq_reachable")
 
@@ -88,7 +89,7 @@ async def test_batch_all_published(
 ) -> None:
     """A batch is published whole; each event becomes its own message."""
     events = [example_event(t, amount="10.00", currency="USD") for t in ("bank.deposit", "check.scan") * 5]
-    status, _, body = await post(http, receiver, events, source="lockbox")
+    status, _, body = await post(http, receiver, events, source="lockbox", secret=LOCKBOX_SECRET)
     assert status == 202, body
     messages = await get_all(amqp, f"{prefix}.record-payment", 10)
     assert sorted(m.message_id for m in messages) == sorted(e["id"] for e in events)  # type: ignore[type-var]
@@ -106,6 +107,37 @@ async def test_invalid_batch_publishes_nothing(
     assert body["invalid_indexes"] == [1, 2]
     assert {(e["index"], e["field"]) for e in body["errors"]} == {(1, "data.amount"), (2, "specversion")}
     assert await get_all(amqp, f"{prefix}.record-payment", 0, within=0.3) == []
+
+
+async def test_batch_with_an_overlong_id_publishes_nothing(
+    receiver: str, http: aiohttp.ClientSession, amqp: aio_pika.abc.AbstractConnection, prefix: str
+) -> None:
+    """An id of 256 UTF-8 bytes (86 characters) at index 3 fails the batch with a 422; none is published."""
+    events = [deposit() for _ in range(5)]
+    events[3]["id"] = "中" * 85 + "j"
+    status, headers, body = await post(http, receiver, events)
+    assert status == 422, body
+    assert headers["Content-Type"] == "application/problem+json"
+    assert body["invalid_indexes"] == [3]
+    assert body["errors"] == [
+        {"field": "id", "message": "must be at most 255 bytes in UTF-8; this one is 256", "index": 3}
+    ]
+    # A later event is the only message: nothing of the batch reached the queue before or after it.
+    sentinel = deposit()
+    assert (await post(http, receiver, sentinel))[0] == 202
+    messages = await get_all(amqp, f"{prefix}.record-payment", 1)
+    assert [m.message_id for m in messages] == [sentinel["id"]]
+
+
+async def test_an_id_of_255_utf8_bytes_is_the_message_id(
+    receiver: str, http: aiohttp.ClientSession, amqp: aio_pika.abc.AbstractConnection, prefix: str
+) -> None:
+    """The longest id allowed (85 × "中", 255 bytes) fits the AMQP message_id exactly."""
+    event = {**deposit(), "id": "中" * 85}
+    status, _, body = await post(http, receiver, event)
+    assert status == 202, body
+    [message] = await get_all(amqp, f"{prefix}.record-payment", 1)
+    assert message.message_id == event["id"]
 
 
 async def test_batch_over_the_event_limit(
@@ -153,6 +185,18 @@ async def test_signature_failures_are_401(
         assert response.status == status
         assert response.headers["Content-Type"] == "application/problem+json"
         assert needle in (await response.json(content_type=None))["detail"]
+
+
+async def test_a_request_replayed_to_another_source_is_401(
+    receiver: str, http: aiohttp.ClientSession
+) -> None:
+    """Sources have their own secrets, so a request signed for acme-bank is refused by lockbox."""
+    body = orjson.dumps(deposit())
+    headers = signed_headers(SECRET, body, "application/cloudevents+json")
+    async with http.post(f"{receiver}/v1/ingest/lockbox", data=body, headers=headers) as response:
+        assert response.status == 401
+    async with http.post(f"{receiver}/v1/ingest/acme-bank", data=body, headers=headers) as response:
+        assert response.status == 202
 
 
 async def test_unknown_source_is_404(receiver: str, http: aiohttp.ClientSession) -> None:
@@ -319,6 +363,46 @@ async def test_health_metrics_and_openapi(receiver: str, http: aiohttp.ClientSes
     async with http.get(f"{receiver}/openapi.json") as response:
         document = await response.json()
     assert document["paths"]["/v1/ingest/{source}"]["post"]["responses"]["202"]
+
+
+async def test_an_unexpected_error_is_a_counted_problem_json_500(
+    settings: Settings,
+    amqp: aio_pika.abc.AbstractConnection,
+    http: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bug in the handler is a problem+json 500 without a traceback, logged once, and in the metrics."""
+
+    async def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a bug, secret internals")
+
+    app = create_app(settings)
+    monkeypatch.setattr(app.state.broker, "publish", broken)
+    uvicorn_logger = logging.getLogger("uvicorn")  # does not propagate to caplog's root handler
+    uvicorn_logger.addHandler(caplog.handler)
+    try:
+        async with serve(app) as url:
+            status, headers, body = await post(http, url, deposit())
+            async with http.get(f"{url}/metrics") as response:
+                metrics = await response.text()
+    finally:
+        uvicorn_logger.removeHandler(caplog.handler)
+    assert status == 500
+    assert headers["Content-Type"] == "application/problem+json"
+    assert body == {
+        "type": "about:blank",
+        "title": "Internal Server Error",
+        "status": 500,
+        "detail": "internal error in the receiver; retry the request",
+    }
+    assert 'payrelay_ingest_requests_total{source="acme-bank",status="500"} 1.0' in metrics
+    assert 'payrelay_ingest_duration_seconds_count{source="acme-bank"} 1.0' in metrics
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [(r.name, r.getMessage()) for r in errors] == [
+        ("payrelay.receiver", "ingest from acme-bank failed unexpectedly")
+    ]
+    assert errors[0].exc_info is not None and "secret internals" in str(errors[0].exc_info[1])
 
 
 async def test_method_not_allowed_is_problem_json(receiver: str, http: aiohttp.ClientSession) -> None:
