@@ -11,24 +11,67 @@ from typing import Any
 from service.money import known_currencies
 from service.settings import Settings
 
-_DECIMAL = {"type": "string", "pattern": r"^\d{1,15}(\.\d+)?$", "examples": ["1250.00"]}
+# [0-9], not \d: a Python-based fuzzer reads \d as any Unicode digit, which the receiver refuses.
+_DECIMAL = {
+    "type": "string",
+    "pattern": r"^[0-9]{1,15}(\.[0-9]+)?$",
+    "description": "Major units, at most the currency's ISO 4217 decimals, greater than zero",
+    "examples": ["1250.00"],
+}
 _TIME = {"type": "string", "format": "date-time"}
+_INVOICE_ID = {"type": "string", "pattern": r"^(?!\.+$)[A-Za-z0-9_.\-]{1,50}$"}
+_LAST4 = {"type": "string", "pattern": r"^[0-9]{4}$"}
 _PARTY = {
     "type": "object",
     "properties": {
         "name": {"type": "string", "maxLength": 200},
-        "account_last4": {"type": "string", "pattern": r"^\d{4}$"},
+        "account_last4": _LAST4,
+        "account_fingerprint": {"type": "string", "pattern": r"^[A-Za-z0-9_:=+/\-]{1,128}$"},
     },
     "additionalProperties": False,
+}
+_ALLOCATIONS = {
+    "type": "array",
+    "description": (
+        "One payment for several invoices: each invoice once, amounts in the payment's currency "
+        "summing exactly to `amount`; not together with `invoice_id`"
+    ),
+    "minItems": 1,
+    "maxItems": 100,
+    "items": {
+        "type": "object",
+        "required": ["invoice_id", "amount"],
+        "properties": {"invoice_id": _INVOICE_ID, "amount": _DECIMAL},
+        "additionalProperties": False,
+    },
+}
+_CONTROL = r"\u0000-\u001f\u007f-\u009f"
+_NO_CONTROL = f"[^{_CONTROL}]"
+_REFERENCES = {
+    "type": "array",
+    "description": "Invoice numbers or creditor references the remitter gave, in their order",
+    "minItems": 1,
+    "maxItems": 50,
+    # Not blank, and no control character anywhere.
+    "items": {
+        "type": "string",
+        "maxLength": 100,
+        "pattern": rf"^{_NO_CONTROL}*[^\s{_CONTROL}]{_NO_CONTROL}*$",
+    },
 }
 _COMMON_DATA = {
     "amount": _DECIMAL,
     "currency": {"type": "string", "enum": known_currencies(), "examples": ["USD"]},
-    "invoice_id": {"type": "string", "pattern": r"^[A-Za-z0-9_.\-]{1,50}$"},
+    "invoice_id": _INVOICE_ID,
+    "allocations": _ALLOCATIONS,
+    "references": _REFERENCES,
     "remittance_information": {"type": "string", "pattern": r"\S", "maxLength": 2000},
     "memo": {"type": "string", "pattern": r"\S", "maxLength": 2000},
     "payer": _PARTY,
 }
+# `id` becomes the AMQP message_id: at most 255 bytes in UTF-8, which JSON Schema cannot count;
+# maxLength (characters) is the bound it can state.
+_IDENTITY = {"type": "string", "minLength": 1, "maxLength": 255, "description": "At most 255 bytes in UTF-8"}
 
 
 def _event(event_type: str, reference: str, when: str, extra: dict[str, Any]) -> dict[str, Any]:
@@ -37,14 +80,15 @@ def _event(event_type: str, reference: str, when: str, extra: dict[str, Any]) ->
         "required": ["specversion", "id", "source", "type", "data"],
         "properties": {
             "specversion": {"const": "1.0"},
-            "id": {"type": "string", "minLength": 1, "maxLength": 256},
-            "source": {"type": "string", "minLength": 1, "maxLength": 256},
+            "id": _IDENTITY,
+            "source": _IDENTITY,
             "type": {"const": event_type},
             "time": _TIME,
             "datacontenttype": {"const": "application/json"},
             "data": {
                 "type": "object",
                 "required": ["amount", "currency", when, reference],
+                "not": {"required": ["invoice_id", "allocations"]},
                 "properties": {
                     **_COMMON_DATA,
                     when: _TIME,
@@ -84,8 +128,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
     micr = {
         "type": "object",
         "properties": {
-            "routing_number": {"type": "string", "pattern": r"^\d{9}$"},
-            "account_last4": {"type": "string", "pattern": r"^\d{4}$"},
+            "routing_number": {"type": "string", "pattern": r"^[0-9]{9}$"},
+            "account_last4": _LAST4,
         },
         "additionalProperties": False,
     }
@@ -114,7 +158,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                                 "application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}
                             },
                         },
-                        **{str(code): _problem() for code in (400, 401, 404, 413, 415, 422)},
+                        **{str(code): _problem() for code in (400, 401, 404, 413, 415, 422, 500)},
                         "503": {**_problem(), "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
                     },
                 }

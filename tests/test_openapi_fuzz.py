@@ -11,9 +11,11 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import aio_pika
 import hypothesis
+import jsonschema
 import pytest
 import requests
 import schemathesis
@@ -25,28 +27,28 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from service.events import EventInvalid, validate
+from service.openapi import openapi_document
 from service.receiver import create_app
 from service.sender import signed_headers
-from tests.conftest import AMQP_URL, delete_prefix, free_port, make_settings
+from tests.conftest import AMQP_URL, LOCKBOX_SECRET, SECRET, delete_prefix, free_port, make_settings
 
 pytestmark = pytest.mark.usefixtures("rabbitmq_reachable")
 
 
 class StandardWebhooksAuth(requests.auth.AuthBase):
-    """Sign whatever body schemathesis generated, as an upstream bank would."""
+    """Sign whatever body schemathesis generated, as an upstream bank would, with its source's secret."""
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         body = request.body or b""
         if isinstance(body, str):
             body = body.encode()
         content_type = request.headers.get("content-type", "application/json")
-        for key, value in signed_headers(SECRET_FOR_FUZZ, body, content_type).items():
+        secret = LOCKBOX_SECRET if str(request.url).endswith("/lockbox") else SECRET
+        for key, value in signed_headers(secret, body, content_type).items():
             if key != "content-type":
                 request.headers[key] = value
         return request
-
-
-SECRET_FOR_FUZZ = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +114,64 @@ def test_no_input_is_a_server_error(api_schema: schemathesis.BaseSchema, receive
     run()
     # The fuzzing got past the signature check: generated events were accepted or rejected on content.
     assert 202 in seen and 422 in seen, (seen, seen_422)
+
+
+def deposit(**data: Any) -> dict[str, Any]:
+    body = {
+        "amount": "1250.00",
+        "currency": "USD",
+        "booked_at": "2026-11-20T10:00:00Z",
+        "bank_reference": "R1",
+    }
+    return {
+        "specversion": "1.0",
+        "id": "e1",
+        "source": "urn:acme",
+        "type": "bank.deposit",
+        "data": body | data,
+    }
+
+
+TWO = [{"invoice_id": "INV-1", "amount": "1000.00"}, {"invoice_id": "INV-2", "amount": "250.00"}]
+
+
+@pytest.mark.parametrize(
+    ("event", "valid"),
+    [
+        (deposit(allocations=TWO, references=["RF18539007547034", "INV-1"]), True),
+        (
+            deposit(payer={"name": "Globex", "account_last4": "4417", "account_fingerprint": "hmac:Ab+/="}),
+            True,
+        ),
+        ({**deposit(), "id": "j" * 255}, True),
+        (deposit(invoice_id="INV-1", allocations=TWO), False),
+        (deposit(allocations=[]), False),
+        (deposit(allocations=[{"invoice_id": "INV-1", "amount": "1250.00", "note": "x"}]), False),
+        (deposit(allocations=[{"invoice_id": "..", "amount": "1250.00"}]), False),
+        (deposit(allocations=[{"invoice_id": "INV-1", "amount": "１２５０.００"}]), False),
+        (deposit(references=[]), False),
+        (deposit(references=["INV-1\x00"]), False),
+        (deposit(references=["\u0085INV-1"]), False),
+        (deposit(references=["   "]), False),
+        (deposit(references=["x" * 101]), False),
+        (deposit(payer={"account_fingerprint": "has space"}), False),
+        (deposit(payer={"account_last4": "١٢٣٤"}), False),
+        (deposit(amount="١٢٣٤"), False),
+        ({**deposit(), "id": "j" * 256}, False),
+    ],
+)
+def test_the_document_agrees_with_the_receiver(event: dict[str, Any], valid: bool) -> None:
+    """What /openapi.json says of an event's shape is what the receiver decides.
+
+    (Rules JSON Schema cannot state, such as sums and UTF-8 byte counts, are only described.)
+    """
+    document = openapi_document(make_settings("doc"))
+    schema_errors = list(
+        jsonschema.Draft202012Validator({**document, "$ref": "#/components/schemas/Event"}).iter_errors(event)
+    )
+    try:
+        validate(event)
+        accepted = True
+    except EventInvalid:
+        accepted = False
+    assert (not schema_errors, accepted) == (valid, valid), schema_errors
