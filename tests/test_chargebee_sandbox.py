@@ -102,35 +102,65 @@ async def invoice(client: httpx.AsyncClient, invoice_id: str, version: str = "v1
 # --- record_payment: success ------------------------------------------------------------------------
 
 
-async def test_v1_success_returns_invoice_and_transaction(client: httpx.AsyncClient) -> None:
-    """A v1 payment answers 200 with the updated invoice and a successful payment transaction."""
+async def test_v1_success_returns_invoice_and_transaction_in_v1_names(client: httpx.AsyncClient) -> None:
+    """A v1 payment answers 200 with the invoice and transaction as OAS-v1 names them."""
     response = await pay(client, "INV-1001", v1_form())
 
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/json")
     body = response.json()
     inv, txn = body["invoice"], body["transaction"]
-    assert inv["id"] == "INV-1001" and inv["object"] == "invoice"
-    assert (inv["total"], inv["amount_paid"], inv["amount_due"]) == (10000, 2500, 7500)
-    assert inv["status"] == "payment_due" and "paid_at" not in inv
-    assert inv["currency_code"] == "USD" and inv["customer_id"] == "cust_INV-1001"
-    assert {"date", "due_date", "resource_version", "updated_at"} <= inv.keys()
-    assert "linked_payments" not in inv
-    assert txn["id"].startswith("txn_") and txn["object"] == "transaction"
-    assert (txn["amount"], txn["currency_code"], txn["payment_method"]) == (2500, "USD", "bank_transfer")
-    assert (txn["reference_number"], txn["date"]) == ("DEP-1", int(PAID_AT))
-    assert (txn["status"], txn["type"]) == ("success", "payment")
-    assert "linked_invoices" not in txn
+    assert (inv["id"], inv["customer_id"], inv["currency_code"]) == ("INV-1001", "cust_INV-1001", "USD")
+    assert (inv["amount"], inv["amount_paid"], inv["amount_due"]) == (10000, 2500, 7500)
+    assert inv["status"] == "payment_due" and "paid_on" not in inv
+    assert {"start_date", "end_date", "price_type", "recurring", "sub_total", "tax"} <= inv.keys()
+    assert not {"total", "paid_at", "date", "linked_payments", "object", "resource_version"} & inv.keys()
+    assert inv["linked_transactions"] == [
+        {
+            "txn_id": txn["id"],
+            "applied_amount": 2500,
+            "applied_at": int(NOW),
+            "txn_type": "payment",
+            "txn_status": "success",
+            "txn_date": int(PAID_AT),
+            "txn_amount": 2500,
+        }
+    ]
+    assert txn["id"].startswith("txn_")
+    assert (txn["amount"], txn["amount_unused"], txn["currency_code"]) == (2500, 0, "USD")
+    assert (txn["payment_method"], txn["reference_number"], txn["date"]) == (
+        "bank_transfer",
+        "DEP-1",
+        int(PAID_AT),
+    )
+    assert (txn["status"], txn["type"], txn["gateway"]) == ("success", "payment", "not_applicable")
+    assert txn["linked_invoices"] == [
+        {
+            "invoice_id": "INV-1001",
+            "applied_amount": 2500,
+            "applied_at": int(NOW),
+            "invoice_date": inv["end_date"],
+            "invoice_amount": 10000,
+        }
+    ]
+    assert not {"object", "deleted", "resource_version", "updated_at"} & txn.keys()
 
 
 async def test_v2_success_links_invoice_and_transaction(client: httpx.AsyncClient) -> None:
-    """A v2 payment (transaction[...] fields) links the transaction and the invoice both ways."""
+    """A v2 payment (transaction[...] fields) links the transaction and the invoice both ways, v2 names."""
     response = await pay(client, "INV-2001", v2_form(**{"transaction[amount]": "50000"}), version="v2")
 
     assert response.status_code == 200
     inv, txn = response.json()["invoice"], response.json()["transaction"]
-    assert (inv["currency_code"], inv["amount_paid"], inv["amount_due"]) == ("JPY", 50000, 100000)
-    assert (inv["amount_adjusted"], inv["credits_applied"]) == (0, 0)
+    assert (inv["currency_code"], inv["total"], inv["amount_paid"], inv["amount_due"]) == (
+        "JPY",
+        150000,
+        50000,
+        100000,
+    )
+    assert (inv["amount_adjusted"], inv["credits_applied"], inv["object"]) == (0, 0, "invoice")
+    assert {"date", "due_date", "resource_version", "updated_at"} <= inv.keys()
+    assert "linked_transactions" not in inv and "amount" not in inv
     assert inv["linked_payments"] == [
         {
             "txn_id": txn["id"],
@@ -141,27 +171,50 @@ async def test_v2_success_links_invoice_and_transaction(client: httpx.AsyncClien
             "txn_amount": 50000,
         }
     ]
-    assert (txn["payment_method"], txn["reference_number"]) == ("check", "CHK-1")
-    assert txn["linked_invoices"][0]["invoice_id"] == "INV-2001"
-    assert txn["linked_invoices"][0]["applied_amount"] == 50000
+    assert (txn["payment_method"], txn["reference_number"], txn["amount_unused"]) == ("check", "CHK-1", 0)
+    assert (txn["object"], txn["deleted"]) == ("transaction", False)
+    assert txn["linked_invoices"] == [
+        {
+            "invoice_id": "INV-2001",
+            "applied_amount": 50000,
+            "applied_at": int(NOW),
+            "invoice_date": inv["date"],
+            "invoice_total": 150000,
+            "invoice_status": "payment_due",
+        }
+    ]
 
 
-async def test_partial_then_full_payment_marks_invoice_paid(client: httpx.AsyncClient) -> None:
-    """Payments add up; the one that brings amount_due to 0 makes the invoice paid with its paid_at."""
+async def test_partial_payment_keeps_the_status_until_paid(client: httpx.AsyncClient) -> None:
+    """A partial payment leaves not_paid as not_paid; the one that brings amount_due to 0 makes it paid."""
     first = await pay(client, "INV-4001", v1_form(amount="5000"))
-    assert first.json()["invoice"]["status"] == "payment_due"  # not_paid becomes payment_due
+    assert first.json()["invoice"]["status"] == "not_paid"
 
     second = await pay(client, "INV-4001", v1_form(amount="15000", paid_at="1749995000"))
 
     inv = second.json()["invoice"]
-    assert (inv["status"], inv["amount_paid"], inv["amount_due"], inv["paid_at"]) == (
+    assert (inv["status"], inv["amount_paid"], inv["amount_due"], inv["paid_on"]) == (
         "paid",
         20000,
         0,
         1749995000,
     )
-    assert inv["resource_version"] > first.json()["invoice"]["resource_version"]
     assert (await invoice(client, "INV-4001"))["status"] == "paid"
+
+
+async def test_v2_records_on_a_posted_invoice_which_stays_posted_until_paid(
+    client: httpx.AsyncClient,
+) -> None:
+    """v2 takes payments on posted invoices (OAS-v2); partial keeps posted, the rest makes it paid."""
+    partial = await pay(client, "INV-9004", v2_form(**{"transaction[amount]": "2000"}), version="v2")
+    assert partial.status_code == 200
+    assert (partial.json()["invoice"]["status"], partial.json()["invoice"]["amount_due"]) == ("posted", 10000)
+
+    rest = await pay(client, "INV-9004", v2_form(**{"transaction[amount]": None}), version="v2")
+
+    inv = rest.json()["invoice"]
+    assert (inv["status"], inv["amount_due"], inv["paid_at"]) == ("paid", 0, int(PAID_AT))
+    assert rest.json()["transaction"]["amount"] == 10000
 
 
 async def test_absent_amount_records_the_whole_amount_due(client: httpx.AsyncClient) -> None:
@@ -172,6 +225,39 @@ async def test_absent_amount_records_the_whole_amount_due(client: httpx.AsyncCli
 
     assert response.json()["transaction"]["amount"] == 12000
     assert response.json()["invoice"]["status"] == "paid"
+
+
+async def test_v2_date_is_optional_and_defaults_to_now(client: httpx.AsyncClient) -> None:
+    """transaction[date] is optional in v2: the transaction (and paid_at) take the time of the call."""
+    form = v2_form(**{"transaction[date]": None, "transaction[amount]": None})
+
+    response = await pay(client, "INV-1003", form, version="v2")
+
+    assert response.status_code == 200
+    assert response.json()["transaction"]["date"] == int(NOW)
+    assert response.json()["invoice"]["paid_at"] == int(NOW)
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+async def test_overpayment_pays_the_invoice_and_keeps_the_excess(
+    client: httpx.AsyncClient, version: str
+) -> None:
+    """Above amount_due: the invoice is paid, the transaction keeps the full amount with amount_unused
+    = the excess, and the excess is added to the customer's excess_payments."""
+    amount = {"amount": "12500"} if version == "v1" else {"transaction[amount]": "12500"}
+    form = v1_form(**amount) if version == "v1" else v2_form(**amount)
+
+    response = await pay(client, "INV-1001", form, version=version)
+
+    assert response.status_code == 200
+    inv, txn = response.json()["invoice"], response.json()["transaction"]
+    assert (inv["status"], inv["amount_paid"], inv["amount_due"]) == ("paid", 10000, 0)
+    assert (txn["amount"], txn["amount_unused"]) == (12500, 2500)
+    assert txn["linked_invoices"][0]["applied_amount"] == 10000
+    links = inv["linked_transactions" if version == "v1" else "linked_payments"]
+    assert (links[0]["applied_amount"], links[0]["txn_amount"]) == (10000, 12500)
+    customer = (await client.get(f"/api/{version}/customers/cust_INV-1001")).json()["customer"]
+    assert customer["excess_payments"] == 2500
 
 
 # --- record_payment: errors -------------------------------------------------------------------------
@@ -192,14 +278,24 @@ async def test_unknown_invoice_is_404_resource_not_found(client: httpx.AsyncClie
 
 
 @pytest.mark.parametrize(
-    ("invoice_id", "status"),
-    [("INV-9001", "paid"), ("INV-9002", "voided"), ("INV-9003", "pending"), ("INV-9004", "posted")],
+    ("version", "invoice_id", "status"),
+    [
+        ("v1", "INV-9001", "paid"),
+        ("v1", "INV-9002", "voided"),
+        ("v1", "INV-9003", "pending"),
+        ("v1", "INV-9004", "posted"),
+        ("v2", "INV-9001", "paid"),
+        ("v2", "INV-9002", "voided"),
+        ("v2", "INV-9003", "pending"),
+    ],
 )
 async def test_non_payable_invoice_is_409_invalid_state(
-    client: httpx.AsyncClient, invoice_id: str, status: str
+    client: httpx.AsyncClient, version: str, invoice_id: str, status: str
 ) -> None:
-    """Only payment_due and not_paid invoices take payments; any other status answers 409."""
-    response = await pay(client, invoice_id, v1_form(amount="100"))
+    """v1 takes payments on payment_due and not_paid, v2 on posted too; any other status answers 409."""
+    form = v1_form(amount="100") if version == "v1" else v2_form(**{"transaction[amount]": "100"})
+
+    response = await pay(client, invoice_id, form, version=version)
 
     assert response.status_code == 409
     body = response.json()
@@ -208,6 +304,7 @@ async def test_non_payable_invoice_is_409_invalid_state(
         "invalid_request",
         409,
     )
+    assert body["error_code"] == "invalid_invoice_state"
     assert status in body["message"]
     assert (await invoice(client, invoice_id))["status"] == status
 
@@ -215,35 +312,95 @@ async def test_non_payable_invoice_is_409_invalid_state(
 @pytest.mark.parametrize(
     ("version", "overrides", "param"),
     [
-        ("v1", {"amount": "10001"}, "amount"),
         ("v1", {"amount": "0"}, "amount"),
         ("v1", {"amount": "-5"}, "amount"),
         ("v1", {"amount": "12.50"}, "amount"),
         ("v1", {"payment_method": "bitcoin"}, "payment_method"),
-        ("v1", {"payment_method": None}, "payment_method"),
-        ("v1", {"paid_at": None}, "paid_at"),
+        ("v1", {"payment_method": "card"}, "payment_method"),
+        ("v1", {"payment_method": "chargeback"}, "payment_method"),
+        ("v1", {"payment_method": "custom"}, "payment_method"),
         ("v1", {"paid_at": "yesterday"}, "paid_at"),
         ("v1", {"reference_number": "x" * 101}, "reference_number"),
-        ("v2", {"transaction[amount]": "10001"}, "transaction[amount]"),
+        ("v1", {"memo": "x" * 301}, "memo"),
         ("v2", {"transaction[amount]": "abc"}, "transaction[amount]"),
-        ("v2", {"transaction[payment_method]": None}, "transaction[payment_method]"),
-        ("v2", {"transaction[date]": None}, "transaction[date]"),
+        ("v2", {"transaction[payment_method]": "card"}, "transaction[payment_method]"),
+        ("v2", {"transaction[payment_method]": "direct_debit"}, "transaction[payment_method]"),
+        ("v2", {"transaction[date]": "soon"}, "transaction[date]"),
     ],
 )
-async def test_bad_parameter_is_400_with_param(
+async def test_wrong_parameter_is_400_param_wrong_value(
     client: httpx.AsyncClient, version: str, overrides: dict[str, str | None], param: str
 ) -> None:
-    """Each invalid or missing parameter answers 400 param_wrong_value naming it; nothing is recorded."""
+    """Each invalid parameter answers 400 param_wrong_value naming it; nothing is recorded."""
     form = v1_form(**overrides) if version == "v1" else v2_form(**overrides)
 
     response = await pay(client, "INV-1001", form, version=version)
 
     assert response.status_code == 400
     body = response.json()
-    assert (body["api_error_code"], body["type"]) == ("param_wrong_value", "invalid_request")
-    assert body["param"] == body["error_param"] == param
+    assert (body["api_error_code"], body["type"], body["param"]) == (
+        "param_wrong_value",
+        "invalid_request",
+        param,
+    )
     assert body["http_status_code"] == 400 and body["message"].startswith(f"{param} : ")
+    assert "error_param" not in body
     assert (await invoice(client, "INV-1001"))["amount_paid"] == 0
+
+
+@pytest.mark.parametrize(
+    ("version", "overrides", "param"),
+    [
+        ("v1", {"payment_method": None}, "payment_method"),
+        ("v1", {"paid_at": None}, "paid_at"),
+        ("v2", {"transaction[payment_method]": None}, "transaction[payment_method]"),
+    ],
+)
+async def test_missing_parameter_is_400_param_required(
+    client: httpx.AsyncClient, version: str, overrides: dict[str, str | None], param: str
+) -> None:
+    """A blank required parameter answers 400 invalid_request, legacy error_code param_required."""
+    form = v1_form(**overrides) if version == "v1" else v2_form(**overrides)
+
+    response = await pay(client, "INV-1001", form, version=version)
+
+    assert response.status_code == 400
+    body = response.json()
+    assert (body["api_error_code"], body["type"], body["param"]) == (
+        "invalid_request",
+        "invalid_request",
+        param,
+    )
+    assert (body["error_code"], body["error_msg"]) == ("param_required", "cannot be blank")
+    assert body["message"] == f"{param} : cannot be blank"
+
+
+@pytest.mark.parametrize(
+    ("version", "method"),
+    [
+        ("v1", "direct_debit"),
+        ("v1", "other"),
+        ("v2", "custom"),
+        ("v2", "wero"),
+        ("v2", "p24"),
+        ("v2", "app_store"),
+        ("v2", "touch_n_go"),
+    ],
+)
+async def test_each_version_takes_its_own_payment_methods(
+    client: httpx.AsyncClient, version: str, method: str
+) -> None:
+    """payment_method is the endpoint's enum: v1's five values; v2's OAS list plus the NODE extras."""
+    form = (
+        v1_form(payment_method=method)
+        if version == "v1"
+        else v2_form(**{"transaction[payment_method]": method})
+    )
+
+    response = await pay(client, "INV-1005", form, version=version)
+
+    assert response.status_code == 200, response.text
+    assert response.json()["transaction"]["payment_method"] == method
 
 
 async def test_json_body_carries_no_parameters(client: httpx.AsyncClient) -> None:
@@ -252,14 +409,14 @@ async def test_json_body_carries_no_parameters(client: httpx.AsyncClient) -> Non
 
     assert response.status_code == 400
     assert response.json()["param"] == "payment_method"
-    assert response.json()["error_code"] == "param_not_present"
+    assert response.json()["error_code"] == "param_required"
 
 
 # --- authentication ---------------------------------------------------------------------------------
 
 
 async def test_wrong_or_missing_key_is_401(client: httpx.AsyncClient) -> None:
-    """A wrong or missing API key answers 401 api_authentication_failed, without a type."""
+    """A wrong or missing API key answers 401 api_authentication_failed, type untyped."""
     wrong = await pay(client, "INV-1001", v1_form(), headers={"Authorization": basic("not_the_key")})
     missing = await client.post(
         "/api/v1/invoices/INV-1001/record_payment", data=v1_form(), headers={"Authorization": ""}
@@ -269,7 +426,7 @@ async def test_wrong_or_missing_key_is_401(client: httpx.AsyncClient) -> None:
         assert response.status_code == 401
         body = response.json()
         assert (body["api_error_code"], body["http_status_code"]) == ("api_authentication_failed", 401)
-        assert "type" not in body
+        assert (body["type"], body["error_code"]) == ("untyped", "api_authentication_failed")
     assert (await invoice(client, "INV-1001"))["amount_paid"] == 0
 
 
@@ -314,14 +471,18 @@ async def test_stored_error_is_replayed_too(client: httpx.AsyncClient) -> None:
 
 
 async def test_key_reused_with_a_different_request_is_422(client: httpx.AsyncClient) -> None:
-    """The same key with another form answers 422 and records nothing."""
+    """The same key with another form answers 422 unable_to_process_request and records nothing."""
     await pay(client, "INV-1004", v1_form(amount="1000"), key="evt-2")
 
     response = await pay(client, "INV-1004", v1_form(amount="2000"), key="evt-2")
 
     assert response.status_code == 422
     body = response.json()
-    assert (body["api_error_code"], body["http_status_code"]) == ("invalid_request", 422)
+    assert (body["api_error_code"], body["type"], body["http_status_code"]) == (
+        "unable_to_process_request",
+        "invalid_request",
+        422,
+    )
     assert "different request" in body["message"]
     assert (await invoice(client, "INV-1004"))["amount_paid"] == 1000
 
@@ -364,6 +525,7 @@ async def test_rate_limit_answers_429_with_retry_after(clock: FakeClock) -> None
         assert limited.status_code == 429
         assert limited.headers["retry-after"] == "50"
         assert limited.json()["api_error_code"] == "api_request_limit_exceeded"
+        assert limited.json()["type"] == "operation_failed"
         clock.now += 50
         admitted = await pay(client, "INV-1001", v1_form(amount="100"))
         assert admitted.status_code == 200
@@ -382,7 +544,10 @@ async def test_fault_hits_the_next_count_calls_then_stops(client: httpx.AsyncCli
 
     assert [a.status_code for a in answers] == [503, 503, 200]
     assert answers[0].headers["retry-after"] == "7"
-    assert answers[0].json()["api_error_code"] == "site_not_ready"
+    assert (answers[0].json()["api_error_code"], answers[0].json()["type"]) == (
+        "site_not_ready",
+        "operation_failed",
+    )
     assert (await invoice(client, "INV-1001"))["amount_paid"] == 2500
     assert (await client.get("/sandbox/faults")).json() == {"faults": []}
 
@@ -396,6 +561,7 @@ async def test_fault_can_target_one_invoice(client: httpx.AsyncClient) -> None:
 
     assert other.status_code == 200
     assert (targeted.status_code, targeted.json()["api_error_code"]) == (500, "internal_error")
+    assert targeted.json()["type"] == "operation_failed"
 
 
 async def test_fault_uses_a_given_api_error_code(client: httpx.AsyncClient) -> None:
@@ -486,12 +652,13 @@ async def test_request_log_records_form_skip_headers_and_outcome(client: httpx.A
     log = (await client.get("/sandbox/requests")).json()
 
     first, second = log["requests"]
-    assert (first["invoice_id"], first["api_version"], first["status"], first["replayed"]) == (
+    assert (first["operation"], first["invoice_id"], first["api_version"], first["status"]) == (
+        "record_payment",
         "INV-1006",
         "v1",
         200,
-        False,
     )
+    assert first["replayed"] is False
     assert first["form"] == v1_form() and first["at"] == NOW
     assert first["headers"] == {
         **skip,
@@ -543,6 +710,7 @@ async def test_unknown_version_and_method_answer_in_chargebee_shape(client: http
     response = await client.get("/api/v1/invoices/INV-1001/record_payment")
 
     assert (response.status_code, response.json()["api_error_code"]) == (405, "http_method_not_supported")
+    assert response.json()["type"] == "invalid_request"
 
 
 async def test_create_invoice_then_409_when_it_exists(client: httpx.AsyncClient) -> None:

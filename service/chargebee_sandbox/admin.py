@@ -1,19 +1,21 @@
-"""The sandbox admin routes (`/sandbox/...`): invoices, the request log, faults, api key, reset."""
+"""The sandbox admin routes (`/sandbox/...`): invoices, customers, the request log, faults, reset."""
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service.chargebee_sandbox.invoices import invoice_json
 from service.chargebee_sandbox.replies import JSON_MEDIA_TYPE, Json
-from service.chargebee_sandbox.specs import ApiKey, BulkSpec, FaultSpec, InvoiceSpec
+from service.chargebee_sandbox.shapes import customer_json, invoice_json
+from service.chargebee_sandbox.specs import OPERATIONS, ApiKey, BulkSpec, CustomerSpec, FaultSpec, InvoiceSpec
 from service.chargebee_sandbox.state import Armed, sandbox_of
 from service.problems import problem
+
+_LOGGED: Final = frozenset(OPERATIONS) | {"all"}
 
 
 def _ok(body: Json, status: int = 200) -> Response:
@@ -61,10 +63,28 @@ async def create_invoices_bulk(request: Request) -> Response:
     return _ok({"created": len(ids), "first": ids[0], "last": ids[-1]}, 201)
 
 
-async def list_requests(request: Request) -> Response:
+async def create_customer(request: Request) -> Response:
+    spec = await _parse(request, CustomerSpec)
+    if isinstance(spec, Response):
+        return spec
     sandbox = sandbox_of(request)
+    if spec.id in sandbox.customers:
+        return problem(409, f"customer {spec.id} already exists")
+    return _ok({"customer": customer_json(sandbox.add_customer(spec), "v2")}, 201)
+
+
+async def list_requests(request: Request) -> Response:
+    """The request log: record_payment calls unless `operation` names another (or `all`)."""
+    sandbox = sandbox_of(request)
+    operation = request.query_params.get("operation", "record_payment")
+    if operation not in _LOGGED:
+        return problem(400, f"operation should be one of {', '.join(sorted(_LOGGED))}")
     invoice_id = request.query_params.get("invoice_id")
-    entries = [e for e in sandbox.requests if invoice_id is None or e["invoice_id"] == invoice_id]
+    entries = [
+        entry
+        for entry in sandbox.requests
+        if operation in ("all", entry["operation"]) and invoice_id in (None, entry.get("invoice_id"))
+    ]
     return _ok({"requests": entries, "dropped": sandbox.dropped})
 
 
@@ -84,9 +104,7 @@ async def add_fault(request: Request) -> Response:
     spec = await _parse(request, FaultSpec)
     if isinstance(spec, Response):
         return spec
-    sandbox = sandbox_of(request)
-    sandbox.add_fault(spec)
-    return _ok({"fault": _fault_json(sandbox.faults[-1])}, 201)
+    return _ok({"fault": _fault_json(sandbox_of(request).add_fault(spec))}, 201)
 
 
 async def list_faults(request: Request) -> Response:
@@ -104,7 +122,7 @@ async def set_api_key(request: Request) -> Response:
     spec = await _parse(request, ApiKey)
     if isinstance(spec, Response):
         return spec
-    sandbox_of(request).set_api_key(spec.api_key)
+    sandbox_of(request).gate.set_api_key(spec.api_key)
     return Response(status_code=204)
 
 

@@ -12,6 +12,7 @@ from service.chargebee_sandbox.admin import (
     add_fault,
     clear_faults,
     clear_requests,
+    create_customer,
     create_invoice,
     create_invoices_bulk,
     health,
@@ -20,7 +21,14 @@ from service.chargebee_sandbox.admin import (
     reset,
     set_api_key,
 )
-from service.chargebee_sandbox.api import list_invoices, record_payment, retrieve_invoice
+from service.chargebee_sandbox.api import record_payment
+from service.chargebee_sandbox.reads import (
+    list_customers,
+    list_invoices,
+    list_transactions,
+    retrieve_customer,
+    retrieve_invoice,
+)
 from service.chargebee_sandbox.replies import error_reply
 from service.chargebee_sandbox.state import Sandbox, SandboxConfig
 from service.problems import problem
@@ -37,14 +45,18 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 def create_app(config: SandboxConfig) -> Starlette:
     """The sandbox ASGI app; its state is `app.state.sandbox`, fresh (and seeded) per app."""
-    api = "/api/{version}/invoices"
+    api = "/api/{version}"
     routes = [
-        Route(api + "/{invoice_id}/record_payment", record_payment, methods=["POST"]),
-        Route(api + "/{invoice_id}", retrieve_invoice, methods=["GET"]),
-        Route(api, list_invoices, methods=["GET"]),
+        Route(api + "/invoices/{invoice_id}/record_payment", record_payment, methods=["POST"]),
+        Route(api + "/invoices/{invoice_id}", retrieve_invoice, methods=["GET"]),
+        Route(api + "/invoices", list_invoices, methods=["GET"]),
+        Route(api + "/transactions", list_transactions, methods=["GET"]),
+        Route(api + "/customers/{customer_id}", retrieve_customer, methods=["GET"]),
+        Route(api + "/customers", list_customers, methods=["GET"]),
         Route("/sandbox/health", health, methods=["GET"]),
         Route("/sandbox/invoices", create_invoice, methods=["POST"]),
         Route("/sandbox/invoices/bulk", create_invoices_bulk, methods=["POST"]),
+        Route("/sandbox/customers", create_customer, methods=["POST"]),
         Route("/sandbox/requests", list_requests, methods=["GET"]),
         Route("/sandbox/requests", clear_requests, methods=["DELETE"]),
         Route("/sandbox/faults", add_fault, methods=["POST"]),

@@ -1,4 +1,4 @@
-"""The record_payment form, v1 and v2 parameter names, parsed into a `Payment` (pure)."""
+"""The record_payment form, v1 and v2 parameter names and enums, parsed into a `Payment` (pure)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,17 @@ from typing import Final
 
 from service.chargebee_sandbox.replies import ParamError
 
-PAYMENT_METHODS: Final = frozenset(
-    "card cash check chargeback bank_transfer amazon_payments paypal_express_checkout direct_debit "
-    "alipay unionpay apple_pay wechat_pay ach_credit sepa_credit ideal google_pay sofort bancontact "
-    "giropay dotpay upi netbanking_emandates custom boleto venmo pay_to faster_payments "
-    "sepa_instant_transfer automated_bank_transfer klarna_pay_now online_banking_poland other".split()
-)
+# The record_payment endpoint's own enum, not the Transaction resource's wider one.
+PAYMENT_METHODS: Final[Mapping[str, frozenset[str]]] = {
+    "v1": frozenset({"cash", "check", "bank_transfer", "direct_debit", "other"}),  # OAS-v1
+    "v2": frozenset(
+        {"cash", "check", "bank_transfer", "other", "custom"}
+        | {"tamara", "qpay", "blik", "fpx", "wero", "p24"}  # OAS-v2
+        | {"app_store", "play_store", "dana", "touch_n_go"}  # NODE v3.31.0's extras
+    ),
+}
 _MAX_REFERENCE = 100
+_MAX_NOTE = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +47,7 @@ class Payment:
     amount: int | None  # None: the whole amount due
     payment_method: str
     reference_number: str | None
-    date: int
+    date: int | None  # None (v2 only): now
     note: str | None
 
 
@@ -58,33 +62,39 @@ def parse_integer(text: str) -> int | None:
 def _required(form: Mapping[str, str], name: str) -> str:
     value = form.get(name, "")
     if not value:
-        raise ParamError(name, "cannot be blank", "param_not_present")
+        raise ParamError.blank(name)
     return value
 
 
-def _required_int(form: Mapping[str, str], name: str) -> int:
-    text = _required(form, name)
+def _optional_int(form: Mapping[str, str], name: str) -> int | None:
+    text = form.get(name, "")
+    if not text:
+        return None
     value = parse_integer(text)
     if value is None:
         raise ParamError(name, f"invalid integer value '{text}'")
     return value
 
 
-def _optional_int(form: Mapping[str, str], name: str) -> int | None:
-    return _required_int(form, name) if form.get(name) else None
+def _optional_text(form: Mapping[str, str], name: str, limit: int) -> str | None:
+    value = form.get(name) or None
+    if value is not None and len(value) > limit:
+        raise ParamError(name, f"cannot be more than {limit} characters")
+    return value
 
 
 def parse_payment(form: Mapping[str, str], version: str) -> Payment:
     """The payment a record_payment form asks for, or `ParamError` for the first bad parameter."""
     names = NAMES[version]
     method = _required(form, names.payment_method)
-    if method not in PAYMENT_METHODS:
+    if method not in PAYMENT_METHODS[version]:
         raise ParamError(names.payment_method, f"invalid value '{method}'")
-    date = _required_int(form, names.date)
+    if version == "v1":
+        _required(form, names.date)  # paid_at is required in v1; transaction[date] is optional in v2
+    date = _optional_int(form, names.date)
     amount = _optional_int(form, names.amount)
     if amount is not None and amount <= 0:
         raise ParamError(names.amount, "should be greater than 0")
-    reference = form.get(names.reference_number) or None
-    if reference is not None and len(reference) > _MAX_REFERENCE:
-        raise ParamError(names.reference_number, f"cannot be more than {_MAX_REFERENCE} characters")
-    return Payment(amount, method, reference, date, form.get(names.note) or None)
+    reference = _optional_text(form, names.reference_number, _MAX_REFERENCE)
+    note = _optional_text(form, names.note, _MAX_NOTE)
+    return Payment(amount, method, reference, date, note)

@@ -14,29 +14,38 @@ Json = dict[str, Any]
 
 JSON_MEDIA_TYPE: Final = "application/json"
 
-# api_error_code -> (type, message). Only the invalid_request / payment / operation_failed groups
-# carry a `type`; authentication, rate-limit and server errors have none.
-_ERRORS: Final[Mapping[str, tuple[str | None, str]]] = {
-    "api_authentication_failed": (None, "Sorry, authentication failed. Invalid api key"),
-    "api_authorization_failed": (None, "Sorry, the api key is not authorized for this operation"),
+# api_error_code -> (type, message). Every OAS error schema requires `type`; the values follow the
+# per-status enums (401 untyped, 429/500 operation_failed, 4xx invalid_request...).
+_ERRORS: Final[Mapping[str, tuple[str, str]]] = {
+    "api_authentication_failed": ("untyped", "Sorry, authentication failed. Invalid api key"),
+    "basic_authentication_failed": ("untyped", "Sorry, authentication failed"),
+    "api_authorization_failed": ("untyped", "Sorry, the api key is not authorized for this operation"),
+    "request_blocked": ("operation_failed", "Sorry, this request is blocked for your site"),
     "resource_not_found": ("invalid_request", "Sorry, we couldn't find that resource"),
+    "site_not_found": ("untyped", "Sorry, the site was not found"),
+    "http_method_not_supported": ("invalid_request", "Sorry, the HTTP method is not supported for this URL"),
     "invalid_state_for_request": (
         "invalid_request",
         "The resource is not in a state that allows this request",
     ),
+    "unable_to_process_request": ("invalid_request", "The request could not be processed"),
     "param_wrong_value": ("invalid_request", "A parameter has a wrong value"),
     "invalid_request": ("invalid_request", "The request is not valid"),
-    "http_method_not_supported": (None, "Sorry, the HTTP method is not supported for this URL"),
+    "payment_processing_failed": ("payment", "The payment could not be processed"),
     "api_request_limit_exceeded": (
-        None,
+        "operation_failed",
         "Sorry, access has been blocked temporarily due to request count exceeding acceptable limits. "
         "Please try after some time.",
     ),
-    "lock_timeout": (None, "Another request is updating this resource; please retry"),
-    "payment_processing_failed": ("payment", "The payment could not be processed"),
-    "internal_error": (None, "Sorry, something went wrong when trying to process the request"),
-    "internal_temporary_error": (None, "Sorry, a temporary error occurred; please retry"),
-    "site_not_ready": (None, "The site is not ready to accept API requests; please retry later"),
+    "lock_timeout": ("operation_failed", "Another request is updating this resource; please retry"),
+    "internal_error": ("operation_failed", "Sorry, something went wrong when trying to process the request"),
+    "internal_temporary_error": ("operation_failed", "Sorry, a temporary error occurred; please retry"),
+    "site_not_ready": (
+        "operation_failed",
+        "The site is not ready to accept API requests; please retry later",
+    ),
+    "site_read_only_mode": ("operation_failed", "The site is in read-only mode; please retry later"),
+    "db_connection_failure": ("operation_failed", "Sorry, a temporary error occurred; please retry"),
 }
 STATUS_CODES: Final[Mapping[int, str]] = {
     400: "invalid_request",
@@ -45,13 +54,20 @@ STATUS_CODES: Final[Mapping[int, str]] = {
     404: "resource_not_found",
     405: "http_method_not_supported",
     409: "invalid_state_for_request",
-    422: "invalid_request",
+    422: "unable_to_process_request",
     429: "api_request_limit_exceeded",
     500: "internal_error",
     502: "internal_temporary_error",
     503: "site_not_ready",
     504: "internal_temporary_error",
 }
+
+
+def _type_for(status: int) -> str:
+    """The `type` of a code the table does not know (a fault's own api_error_code)."""
+    if status in (401, 403):
+        return "untyped"
+    return "operation_failed" if status == 429 or status >= 500 else "invalid_request"
 
 
 class ConnectionDropped(RuntimeError):
@@ -102,19 +118,14 @@ def error_body(
     error_code: str | None = None,
 ) -> Json:
     """A Chargebee error body; parameter errors read "param : message" as Chargebee's do."""
-    type_, default = _ERRORS.get(code, (None, "Sorry, the request failed"))
+    type_, default = _ERRORS.get(code, (_type_for(status), "Sorry, the request failed"))
     text = message or default
-    body: Json = {"message": f"{param} : {text}" if param else text}
-    if type_:
-        body["type"] = type_
-    body["api_error_code"] = code
+    body: Json = {"message": f"{param} : {text}" if param else text, "type": type_, "api_error_code": code}
     if param:
         body["param"] = param
     # Deprecated attributes that live responses still carry; older clients read them.
     body["error_code"] = error_code or code
     body["error_msg"] = text
-    if param:
-        body["error_param"] = param
     body["http_status_code"] = status
     return body
 
@@ -131,18 +142,24 @@ def error_reply(
     return json_reply(status, error_body(status, code, message, param=param, error_code=error_code), headers)
 
 
-def invoice_not_found(invoice_id: str) -> Reply:
-    return error_reply(404, "resource_not_found", f"Sorry, we couldn't find the invoice {invoice_id}")
+def not_found(resource: str, resource_id: str) -> Reply:
+    return error_reply(404, "resource_not_found", f"Sorry, we couldn't find the {resource} {resource_id}")
 
 
 class ParamError(Exception):
-    """A record_payment parameter Chargebee would reject with 400 param_wrong_value."""
+    """A parameter Chargebee would reject with 400: a wrong value, or (`missing`) a blank one."""
 
-    def __init__(self, param: str, message: str, error_code: str = "param_wrong_value") -> None:
+    def __init__(self, param: str, message: str, *, missing: bool = False) -> None:
         super().__init__(f"{param} : {message}")
-        self.param, self.message, self.error_code = param, message, error_code
+        self.param, self.message = param, message
+        # A blank required parameter: api_error_code invalid_request with legacy param_required,
+        # as in a captured live answer; a wrong value: param_wrong_value.
+        self.code = "invalid_request" if missing else "param_wrong_value"
+        self.error_code = "param_required" if missing else "param_wrong_value"
+
+    @classmethod
+    def blank(cls, param: str) -> ParamError:
+        return cls(param, "cannot be blank", missing=True)
 
     def reply(self) -> Reply:
-        return error_reply(
-            400, "param_wrong_value", self.message, param=self.param, error_code=self.error_code
-        )
+        return error_reply(400, self.code, self.message, param=self.param, error_code=self.error_code)

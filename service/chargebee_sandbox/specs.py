@@ -1,15 +1,38 @@
-"""The sandbox admin request bodies (a trust boundary): invoices, bulk invoices, faults, the api key."""
+"""The sandbox admin request bodies (a trust boundary): invoices, customers, faults, the api key."""
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Final, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.chargebee_sandbox.invoices import InvoiceStatus
 from service.chargebee_sandbox.replies import STATUS_CODES, Reply, error_reply
+from service.chargebee_sandbox.resources import InvoiceStatus
 
-_ID = r"^[^/\s?#]+$"  # an invoice id must fit in one URL path segment
+_ID = r"^[^/\s?#]+$"  # an id must fit in one URL path segment
+
+# The API operations the sandbox serves, as the request log names them.
+OPERATIONS: Final = (
+    "record_payment",
+    "retrieve_invoice",
+    "list_invoices",
+    "list_transactions",
+    "retrieve_customer",
+    "list_customers",
+)
+FaultOperation = Literal[
+    "record_payment", "retrieve_invoice", "list_invoices", "list_transactions", "customers", "reads", "any"
+]
+_COVERS: Final[dict[str, frozenset[str]]] = {
+    "record_payment": frozenset({"record_payment"}),
+    "retrieve_invoice": frozenset({"retrieve_invoice"}),
+    "list_invoices": frozenset({"list_invoices"}),
+    "list_transactions": frozenset({"list_transactions"}),
+    "customers": frozenset({"retrieve_customer", "list_customers"}),
+    "reads": frozenset(OPERATIONS) - {"record_payment"},
+    "any": frozenset(OPERATIONS),
+}
+_NAMES_AN_INVOICE: Final = frozenset({"record_payment", "retrieve_invoice"})
 
 
 class InvoiceSpec(BaseModel):
@@ -20,7 +43,8 @@ class InvoiceSpec(BaseModel):
     amount_due: int | None = Field(default=None, ge=0)
     currency_code: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
     status: InvoiceStatus = "payment_due"
-    customer_id: str | None = Field(default=None, min_length=1, max_length=50)
+    customer_id: str | None = Field(default=None, min_length=1, max_length=50, pattern=_ID)
+    date: int | None = Field(default=None, ge=0)  # unix seconds; default 20 days ago
 
     @model_validator(mode="after")
     def _due_within_total(self) -> Self:
@@ -39,11 +63,22 @@ class BulkSpec(BaseModel):
     status: InvoiceStatus = "payment_due"
 
 
+class CustomerSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    id: str = Field(min_length=1, max_length=50, pattern=_ID)
+    first_name: str | None = Field(default=None, min_length=1, max_length=150)
+    last_name: str | None = Field(default=None, min_length=1, max_length=150)
+    company: str | None = Field(default=None, min_length=1, max_length=250)
+    email: str | None = Field(default=None, min_length=3, max_length=70, pattern=r"^[^@\s]+@[^@\s]+$")
+
+
 class FaultSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     status: int | None = Field(default=None, ge=400, le=599)
     count: int = Field(default=1, ge=1)
+    operation: FaultOperation = "record_payment"
     invoice_id: str | None = None
     api_error_code: str | None = None
     message: str | None = None
@@ -58,7 +93,17 @@ class FaultSpec(BaseModel):
             raise ValueError("a fault needs status, latency_ms or disconnect")
         if self.status is not None and self.disconnect:
             raise ValueError("status and disconnect exclude each other")
+        if self.after_commit and self.operation != "record_payment":
+            raise ValueError("after_commit applies to record_payment only: reads commit nothing")
+        if self.invoice_id is not None and not _COVERS[self.operation] & _NAMES_AN_INVOICE:
+            raise ValueError(f"{self.operation} calls name no invoice, so invoice_id would never match")
         return self
+
+    def matches(self, operation: str, invoice_id: str | None) -> bool:
+        """Whether this fault applies to a call of `operation` (naming `invoice_id`, if any)."""
+        if operation not in _COVERS[self.operation]:
+            return False
+        return self.invoice_id is None or self.invoice_id == invoice_id
 
     @property
     def breaks(self) -> bool:
