@@ -464,3 +464,16 @@ async def test_read_fault_disconnects_over_real_http() -> None:
         assert (response.status_code, response.json()) == (200, {"list": []})
         log = (await http.get("/sandbox/requests", params={"operation": "list_transactions"})).json()
         assert [entry["status"] for entry in log["requests"]] == [0, 200]
+
+
+async def test_a_transaction_is_retrieved_by_id_in_each_versions_shape(client: httpx.AsyncClient) -> None:
+    """GET /transactions/{id} answers the payment record_payment created; an unknown id is a 404."""
+    paid = await client.post("/api/v2/invoices/INV-1001/record_payment", data=v2_form())
+    txn_id = paid.json()["transaction"]["id"]
+    for version in ("v1", "v2"):
+        found = await client.get(f"/api/{version}/transactions/{txn_id}")
+        assert found.status_code == 200
+        assert found.json()["transaction"]["id"] == txn_id
+        assert found.json()["transaction"]["linked_invoices"][0]["invoice_id"] == "INV-1001"
+    missing = await client.get("/api/v1/transactions/txn_nobody")
+    assert (missing.status_code, missing.json()["api_error_code"]) == (404, "resource_not_found")

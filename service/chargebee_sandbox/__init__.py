@@ -10,6 +10,7 @@ API, v1 and v2 (HTTP Basic: username = the API key; the password is not checked)
   POST /api/{v}/invoices/{id}/record_payment   form-encoded -> {"invoice", "transaction"}
   GET  /api/{v}/invoices/{id}                   -> {"invoice"}
   GET  /api/{v}/invoices                        -> {"list": [{"invoice"}], "next_offset"?}
+  GET  /api/{v}/transactions/{id}               -> {"transaction"}  (REF retrieve a transaction)
   GET  /api/{v}/transactions                    -> {"list": [{"transaction"}], "next_offset"?}
   GET  /api/{v}/customers/{id}                  -> {"customer"}
   GET  /api/{v}/customers                       -> {"list": [{"customer"}], "next_offset"?}
@@ -117,18 +118,19 @@ Sandbox admin (no auth, JSON; errors are problem+json):
 
 The request log holds every API call, newest `request_log_limit` kept (`dropped` counts the rest).
 Each entry: "operation" (record_payment, retrieve_invoice, list_invoices, list_transactions,
-retrieve_customer, list_customers), "api_version", "headers" (chargebee-*, content-type,
+retrieve_transaction, retrieve_customer, list_customers), "api_version", "headers" (chargebee-*, content-type,
 traceparent; never authorization), "status" (0 = connection dropped), "replayed", "at", and
 "invoice_id" / "customer_id" when the path names one; record_payment adds "form", reads "query".
 GET /sandbox/requests answers record_payment entries unless `operation` names another or is `all`.
 
 A fault applies to the next `count` calls of its `operation`: record_payment (default),
-retrieve_invoice, list_invoices, list_transactions, customers (retrieve and list), reads (every GET
-API call) or any; with `invoice_id`, only to calls naming that invoice (record_payment, retrieve
-invoice). It sleeps `latency_ms`, then answers `status` with a Chargebee error body (or drops the
-connection without a byte when `disconnect`), without recording; latency alone delays a normal
-call. With `after_commit` (record_payment only) the payment is recorded and stored under the
-idempotency key first and only the answer is lost: the "did Chargebee get it?" case.
+retrieve_invoice, list_invoices, list_transactions, retrieve_transaction, customers (retrieve and
+list), reads (every GET API call) or any; with `invoice_id`, only to calls naming that invoice
+(record_payment, retrieve invoice). It sleeps `latency_ms`, then answers `status` with a
+Chargebee error body (or drops the connection without a byte when `disconnect`), without
+recording; latency alone delays a normal call. With `after_commit` (record_payment only) the
+payment is recorded and stored under the idempotency key first and only the answer is lost: the
+"did Chargebee get it?" case.
 
 Seeded invoices (SandboxConfig.seed), each with its customer `cust_<invoice id>`:
   INV-1001..INV-1010  USD payment_due, totals 10000 12550 19999 25000 30000 45000 50000 64990 80000 100000

@@ -28,6 +28,7 @@ from service.chargebee_sandbox.reads import (
     list_transactions,
     retrieve_customer,
     retrieve_invoice,
+    retrieve_transaction,
 )
 from service.chargebee_sandbox.replies import error_reply
 from service.chargebee_sandbox.state import Sandbox, SandboxConfig
@@ -50,6 +51,7 @@ def create_app(config: SandboxConfig) -> Starlette:
         Route(api + "/invoices/{invoice_id}/record_payment", record_payment, methods=["POST"]),
         Route(api + "/invoices/{invoice_id}", retrieve_invoice, methods=["GET"]),
         Route(api + "/invoices", list_invoices, methods=["GET"]),
+        Route(api + "/transactions/{transaction_id}", retrieve_transaction, methods=["GET"]),
         Route(api + "/transactions", list_transactions, methods=["GET"]),
         Route(api + "/customers/{customer_id}", retrieve_customer, methods=["GET"]),
         Route(api + "/customers", list_customers, methods=["GET"]),

@@ -1,4 +1,4 @@
-"""The read routes (v1 and v2): retrieve and list invoices, list transactions, customers.
+"""The read routes (v1 and v2): retrieve and list invoices, retrieve and list transactions, customers.
 
 Each passes the same gate as record_payment (version, authentication, rate limit), the configured
 latency and any fault armed for its operation, and is logged under that operation.
@@ -115,6 +115,20 @@ def _list_transactions(sandbox: Sandbox, version: str, items: Items) -> Reply:
 
 async def list_transactions(request: Request) -> Response:
     return await _read(request, "list_transactions", _list_transactions)
+
+
+async def retrieve_transaction(request: Request) -> Response:
+    transaction_id = request.path_params["transaction_id"]
+
+    def answer(sandbox: Sandbox, version: str, items: Items) -> Reply:
+        txn = next((t for t in sandbox.transactions if t.id == transaction_id), None)
+        if txn is None:
+            return not_found("transaction", transaction_id)
+        return json_reply(
+            200, {"transaction": transaction_json(txn, sandbox.invoices[txn.invoice_id], version)}
+        )
+
+    return await _read(request, "retrieve_transaction", answer, transaction_id=transaction_id)
 
 
 async def retrieve_customer(request: Request) -> Response:

@@ -17,17 +17,26 @@ OPERATIONS: Final = (
     "retrieve_invoice",
     "list_invoices",
     "list_transactions",
+    "retrieve_transaction",
     "retrieve_customer",
     "list_customers",
 )
 FaultOperation = Literal[
-    "record_payment", "retrieve_invoice", "list_invoices", "list_transactions", "customers", "reads", "any"
+    "record_payment",
+    "retrieve_invoice",
+    "list_invoices",
+    "list_transactions",
+    "retrieve_transaction",
+    "customers",
+    "reads",
+    "any",
 ]
 _COVERS: Final[dict[str, frozenset[str]]] = {
     "record_payment": frozenset({"record_payment"}),
     "retrieve_invoice": frozenset({"retrieve_invoice"}),
     "list_invoices": frozenset({"list_invoices"}),
     "list_transactions": frozenset({"list_transactions"}),
+    "retrieve_transaction": frozenset({"retrieve_transaction"}),
     "customers": frozenset({"retrieve_customer", "list_customers"}),
     "reads": frozenset(OPERATIONS) - {"record_payment"},
     "any": frozenset(OPERATIONS),
