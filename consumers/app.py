@@ -1,7 +1,8 @@
-"""The consumer process: one broker connection, one HTTP session, one ledger, one health server.
+"""The consumer process: two broker connections, one HTTP session, one ledger, one health server.
 
 `run(settings, stop)` owns every resource for the process's life and releases them in order on
-`stop`: stop consuming, finish or return in-flight messages, close the broker, then the rest.
+`stop`: stop consuming, finish or return in-flight messages, close the brokers, then the rest.
+The process ends early, with `TopologyMismatch`, if the broker refuses the configured topology.
 """
 
 from __future__ import annotations
@@ -20,8 +21,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from consumers.chargebee import ChargebeeClient, RateLimiter
+from consumers.chargebee import ChargebeeClient
+from consumers.invoices import InvoiceBook
+from consumers.outbox import Outbox
+from consumers.rate_limit import RateLimiter
 from consumers.record_payment import RecordPaymentWorker
+from consumers.recording import Recorder
 from service.broker import Broker, BrokerUnavailable
 from service.ledger import Ledger
 from service.metrics import Metrics, create_metrics
@@ -45,7 +50,8 @@ def health_app(
 
     def status() -> dict[str, object]:
         return {
-            "broker": "open" if broker.ready else "closed",
+            "broker": "open" if broker.ready and worker.intake.ready else "closed",
+            "blocked": broker.blocked,
             "consuming": worker.consuming,
             "paused": worker.paused_reason,
         }
@@ -54,7 +60,8 @@ def health_app(
         return JSONResponse({"status": "ok", **status()})
 
     async def readyz(request: Request) -> Response:
-        ready = worker.consuming and worker.paused_reason is None
+        # Blocked by a resource alarm: acks still flow, but no retry, dead letter or confirmation can.
+        ready = worker.consuming and worker.paused_reason is None and not broker.blocked
         return JSONResponse(
             {"status": "ready" if ready else "not ready", **status()}, status_code=200 if ready else 503
         )
@@ -87,7 +94,9 @@ async def running_worker(
     """Everything a worker needs, opened in order and closed in reverse; yields the running worker."""
     metrics = metrics or create_metrics()
     topology = build(settings.amqp_prefix, settings.retry_delays_seconds, settings.delivery_limit)
-    ledger = await Ledger.open(settings.ledger_url)
+    ledger = await Ledger.open(
+        settings.ledger_url, statement_timeout=settings.ledger_statement_timeout_seconds
+    )
     connector = aiohttp.TCPConnector(limit=settings.consumer_prefetch, keepalive_timeout=60)
     session = aiohttp.ClientSession(connector=connector)
     client = ChargebeeClient(
@@ -99,28 +108,37 @@ async def running_worker(
         metrics=metrics,
         timeout=settings.chargebee_timeout_seconds,
     )
-    broker = Broker(
-        settings.amqp_url.get_secret_value(),
-        topology,
-        publish_timeout=settings.publish_timeout_seconds,
-        name="payrelay-consumer",
+    url = settings.amqp_url.get_secret_value()
+    broker = Broker(url, topology, publish_timeout=settings.publish_timeout_seconds, name="payrelay-consumer")
+    intake = Broker(url, topology, name="payrelay-consumer-intake", publishes=False)
+    invoices = InvoiceBook(
+        client, api_version=settings.chargebee_api_version, overpayment=settings.overpayment
     )
+    outbox = Outbox(broker, ledger, metrics)
     worker = RecordPaymentWorker(
         settings,
         broker=broker,
+        intake=intake,
+        recorder=Recorder(settings, ledger=ledger, chargebee=client, invoices=invoices, metrics=metrics),
+        outbox=outbox,
         ledger=ledger,
-        chargebee=client,
         metrics=metrics,
         owner=f"{socket.gethostname()}:{os.getpid()}:{id(broker):x}",
     )
-    broker.on_connect = worker.on_connect
-    cleanup = asyncio.create_task(_cleanup_forever(ledger, settings.ledger_retention_days))
-    await broker.start(wait=5.0)
+    intake.on_connect = worker.on_connect
+    background = [
+        asyncio.create_task(_cleanup_forever(ledger, settings.ledger_retention_days)),
+        asyncio.create_task(outbox.drain_forever()),
+    ]
     try:
+        await broker.start(wait=5.0)
+        await intake.start(wait=5.0)
         yield worker
     finally:
         await worker.stop(settings.shutdown_grace_seconds)
-        cleanup.cancel()
+        for task in background:
+            task.cancel()
+        await intake.stop()
         await broker.stop()
         await session.close()
         await ledger.close()
@@ -135,5 +153,14 @@ async def run(
         port = settings.metrics_port if port is None else port
         log.info("consumer health and metrics on http://%s:%d", host, port)
         app = health_app(settings, worker, worker.broker, metrics, worker.chargebee.session)
-        await serve_until(app, host, port, stop, lifespan="off")
+        serving = asyncio.create_task(serve_until(app, host, port, stop, lifespan="off"))
+        failures = [asyncio.create_task(b.failed()) for b in (worker.broker, worker.intake)]
+        await asyncio.wait({serving, *failures}, return_when=asyncio.FIRST_COMPLETED)
+        failed = next((f.result() for f in failures if f.done()), None)
+        for task in failures:
+            task.cancel()
+        stop.set()
+        await serving
         log.info("stopping: no new messages; finishing in-flight ones")
+        if failed is not None:
+            raise failed

@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from consumers.errors import ConfigurationFault, PaymentError, PermanentError, TransientError
+from consumers.errors import Busy, ConfigurationFault, PaymentError, PermanentError, TransientError
 from service.topology import RetryTier
 
 
@@ -70,6 +70,8 @@ def decide(
 ) -> Disposition:
     """`attempts` counts Chargebee attempts before this one; this one just failed with `error`."""
     made = attempts + 1
+    if isinstance(error, Busy):
+        return busy(tiers, attempts, rng)
     if isinstance(error, ConfigurationFault):
         return Requeue("chargebee credentials refused")
     if isinstance(error, PermanentError):

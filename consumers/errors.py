@@ -6,11 +6,18 @@ PaymentError
 │   ├── InvalidEvent               invalid_event          the body breaks the contract
 │   ├── UnmatchedInvoice           unmatched_invoice      no invoice id found
 │   ├── InvoiceNotFound            invoice_not_found      Chargebee 404 resource_not_found
-│   ├── InvoiceNotPayable          invoice_not_payable    Chargebee 409 invalid_state_for_request
+│   ├── InvoiceNotPayable          invoice_not_payable    the invoice's status, or Chargebee 409
+│   ├── CurrencyMismatch           currency_mismatch      the payment is not in the invoice's currency
+│   ├── Overpayment                overpayment            above amount_due, with overpayment = "review"
+│   ├── OutcomeUnknown             outcome_unknown        an unreadable 200, and the payment not found
 │   └── RejectedByChargebee        rejected_by_chargebee  any other Chargebee 400/422
 ├── TransientError (retry_after)   nobody's fault: retry later, then retries_exhausted
-│                                  429 (also lock_timeout), 5xx, timeouts, connection errors
-└── ConfigurationFault             our fault: 401/403 — pause consuming, dead-letter nothing
+│   │                              429 (also lock_timeout), 5xx, timeouts, connection errors;
+│   │                              `maybe_recorded` when Chargebee may have recorded it anyway
+│   └── UnreadableAnswer           a 200 that cannot be read: reconciled at once
+├── Busy                           another delivery holds the payment's lease: look again soon
+└── ConfigurationFault             our fault: 401/403, a redirect, a 404 that is not about the
+                                   invoice — pause consuming, dead-letter nothing
 ```
 Handlers raise; only the worker loop maps a class to ack, retry or dead-letter.
 """
@@ -51,12 +58,29 @@ class InvoiceNotPayable(PermanentError):
     reason = "invoice_not_payable"
 
 
+class CurrencyMismatch(PermanentError):
+    reason = "currency_mismatch"
+
+
+class Overpayment(PermanentError):
+    reason = "overpayment"
+
+
+class OutcomeUnknown(PermanentError):
+    reason = "outcome_unknown"
+
+
 class RejectedByChargebee(PermanentError):
     reason = "rejected_by_chargebee"
 
 
 class TransientError(PaymentError):
-    """Worth retrying; `retry_after` is the server's hint in seconds, if it gave one."""
+    """Worth retrying; `retry_after` is the server's hint in seconds, if it gave one.
+
+    `maybe_recorded` marks a `record_payment` whose result is unknown (a timeout, a connection
+    lost after the request went out, a 5xx): Chargebee may have recorded the payment, so no later
+    attempt sends it again before looking for it.
+    """
 
     def __init__(
         self,
@@ -65,10 +89,23 @@ class TransientError(PaymentError):
         retry_after: float | None = None,
         chargebee: dict[str, Any] | None = None,
         status: int | None = None,
+        maybe_recorded: bool = False,
     ) -> None:
         super().__init__(message, chargebee=chargebee, status=status)
         self.retry_after = retry_after
+        self.maybe_recorded = maybe_recorded
+
+
+class UnreadableAnswer(TransientError):
+    """Chargebee answered 200 to `record_payment` and the body could not be read: maybe recorded."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=200, maybe_recorded=True)
+
+
+class Busy(PaymentError):
+    """Another delivery holds the payment's lease (or took it over): nothing was attempted."""
 
 
 class ConfigurationFault(PaymentError):
-    """Chargebee refuses our credentials (401/403); no message is at fault."""
+    """Chargebee refuses our credentials, redirects, or is not where we point: no message is at fault."""

@@ -1,9 +1,13 @@
-"""The record-payment worker: ledger, Chargebee, confirmations, then ack / retry / dead-letter.
+"""The record-payment worker: decide each message's fate once, then ack, retry or dead-letter it.
 
-For each message: validate the event, find its invoice, claim its identity in the ledger, call
-`record_payment` with an idempotency key, store the outcome, publish the confirmations with
-confirms, and only then ack. A crash anywhere before the ack redelivers the message; the ledger
-(and, within its 30-minute window, Chargebee's idempotency key) makes that harmless.
+For each message: validate the event, record its parts (`recording.py`: ledger, reconciliation,
+the invoice check, `record_payment`), hand the recorded parts' confirmations to the outbox, and
+ack once the ledger says recorded. When recording stopped, `decide` picks the disposition once;
+the ledger is told of it; then it is applied. A crash anywhere before the ack redelivers the
+message; the ledger (reconciling whatever may have reached Chargebee) makes that harmless.
+
+Consuming and publishing use separate connections (`intake` and `broker`): a resource alarm
+blocks the publishing one, and acknowledgements must still flow.
 """
 
 from __future__ import annotations
@@ -19,66 +23,64 @@ from typing import Any
 import orjson
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage, AbstractQueue
 
-from consumers import confirmations
-from consumers.chargebee import ChargebeeClient
-from consumers.dispositions import Ack, DeadLetter, Disposition, Requeue, Retry, busy, decide
-from consumers.errors import ConfigurationFault, InvalidEvent, PaymentError, TransientError, UnmatchedInvoice
-from consumers.mapping import find_invoice, invoice_pattern, to_request
-from service import events, tracing
+from consumers.dispositions import Ack, DeadLetter, Disposition, Requeue, Retry, decide
+from consumers.errors import (
+    Busy,
+    ConfigurationFault,
+    InvalidEvent,
+    OutcomeUnknown,
+    PaymentError,
+    TransientError,
+    UnreadableAnswer,
+)
+from consumers.outbox import Outbox
+from consumers.recording import Attempt, Recorder, Stopped
+from service import events, messages, tracing
 from service.broker import Broker, BrokerUnavailable, Outgoing
-from service.ledger import EventKey, Ledger, Recorded
+from service.ledger import EventKey, Ledger
 from service.metrics import Metrics
 from service.settings import Settings
 
 log = logging.getLogger("payrelay.consumer")
 
-ATTEMPTS = "x-payrelay-attempts"
-GENERATION = "x-payrelay-generation"
-SOURCE = "x-payrelay-source"
-REQUEUE_DELAY = 2.0
-
-
-def _header(headers: dict[str, Any], name: str) -> str | None:
-    value = headers.get(name)
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    return None if value is None else str(value)
-
-
-def _int_header(headers: dict[str, Any], name: str) -> int:
-    try:
-        return max(0, int(_header(headers, name) or 0))
-    except ValueError:
-        return 0
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
+# A message held while Chargebee refuses our configuration goes back after this long, well within
+# RabbitMQ's consumer timeout (30 minutes by default), costing one delivery instead of many.
+HOLD_WHILE_PAUSED_SECONDS = 600.0
+# When the broker refuses a retry or dead-letter copy, the message waits this long at most (its
+# retry delay, Retry-After included, if shorter) before it goes back to the queue.
+BROKER_TROUBLE_WAIT_SECONDS = 30.0
 
 
 class RecordPaymentWorker:
-    """Consumes the work queue; `on_connect` is the broker supervisor's hook after each (re)connect."""
+    """Consumes the work queue; `on_connect` is the intake broker's hook after each (re)connect."""
 
     def __init__(
         self,
         settings: Settings,
         *,
         broker: Broker,
+        recorder: Recorder,
+        outbox: Outbox,
         ledger: Ledger,
-        chargebee: ChargebeeClient,
         metrics: Metrics,
         owner: str,
+        intake: Broker | None = None,
     ) -> None:
         self.settings = settings
-        self.broker = broker
+        self.broker = broker  # publishes retries, dead letters and confirmations
+        self.intake = intake or broker  # the connection messages arrive (and are acked) on
         self.topology = broker.topology
+        self.recorder = recorder
+        self.chargebee = recorder.chargebee
+        self.outbox = outbox
         self.ledger = ledger
-        self.chargebee = chargebee
         self.metrics = metrics
         self.owner = owner
         self.rng = random.Random()
         self.paused_reason: str | None = None
         self.stopping = False
+        self._resumed = asyncio.Event()
+        self._resumed.set()
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
         self._in_flight: set[asyncio.Task[Any]] = set()
@@ -88,7 +90,7 @@ class RecordPaymentWorker:
 
     @property
     def consuming(self) -> bool:
-        return self._tag is not None and self.broker.ready
+        return self._tag is not None and self.intake.ready
 
     async def on_connect(self, connection: AbstractConnection) -> None:
         channel = await connection.channel()
@@ -112,6 +114,7 @@ class RecordPaymentWorker:
     async def stop(self, grace: float) -> None:
         """Stop taking messages, give in-flight ones `grace` seconds, then return the rest."""
         self.stopping = True
+        self._resumed.set()  # messages held while paused go back now
         await self._stop_consuming()
         if self._auth_task is not None:
             self._auth_task.cancel()
@@ -136,104 +139,86 @@ class RecordPaymentWorker:
 
     async def _handle(self, message: AbstractIncomingMessage) -> Disposition:
         headers = dict(message.headers or {})
-        attempts = _int_header(headers, ATTEMPTS)
-        try:
-            return await self._record(message, headers, attempts)
-        except PaymentError as error:
-            if isinstance(error, ConfigurationFault):
-                # Stop deliveries before the message goes back, or it would bounce straight back
-                # to us and spend the queue's delivery limit.
-                await self._pause(str(error))
-            return decide(error, attempts, self.settings.max_attempts, self.topology.retry_tiers, self.rng)
-        except BrokerUnavailable as exc:
-            # The payment is recorded but its confirmations are not out: try again, the ledger
-            # turns the redelivery into a republish.
-            return Requeue(f"confirmations not published: {exc}", delay=REQUEUE_DELAY)
-        except Exception as exc:
-            # The ledger unreachable, or a bug: not the message's fault, and a plain requeue would
-            # spend the delivery limit in seconds. Retry it on the tiers like any transient error.
-            log.exception("unexpected error on message %s", message.message_id)
-            internal = TransientError(f"internal error: {type(exc).__name__}: {str(exc)[:300]}")
-            return decide(internal, attempts, self.settings.max_attempts, self.topology.retry_tiers, self.rng)
-
-    async def _record(
-        self, message: AbstractIncomingMessage, headers: dict[str, Any], attempts: int
-    ) -> Disposition:
-        origin = _header(headers, SOURCE) or "unknown"
-        try:
-            event = events.validate(orjson.loads(message.body))
-        except (orjson.JSONDecodeError, events.EventInvalid) as exc:
-            raise InvalidEvent(f"invalid event: {exc}") from None
-        key: EventKey = (origin, event.source, event.id)
-        invoice_id = find_invoice(event.payment, invoice_pattern(self.settings, origin))
-        if invoice_id is None:
-            error = UnmatchedInvoice("no invoice_id, and invoice_pattern found none in remittance or memo")
-            await self.ledger.record_failure(
-                key, owner=self.owner, error=str(error), reason=error.reason, final=True
-            )
-            raise error
-        generation = _int_header(headers, GENERATION)
+        attempts = messages.count(headers, messages.ATTEMPTS)
         # One owner per delivery, not per process: two copies of an event in flight in this very
         # process must not both pass the claim.
         owner = f"{self.owner}/{uuid.uuid4().hex[:12]}"
-        claim = await self.ledger.claim(
-            key,
-            owner=owner,
-            lease_seconds=self.settings.ledger_lease_seconds,
-            invoice_id=invoice_id,
-            generation=generation,
-        )
-        if claim.status == "recorded":
-            assert claim.recorded is not None
-            await self._confirm(claim.recorded.confirmation, headers)
-            return Ack("duplicate")
-        if claim.status == "busy":
-            return busy(self.topology.retry_tiers, attempts, self.rng)
-        request = to_request(self.settings, key, event.payment, invoice_id, generation)
+        while True:
+            if not await self._held():
+                return Requeue("stopping, or Chargebee still refuses our configuration")
+            try:
+                key, attempt = await self._attempt(message, headers, owner)
+                if key is not None:
+                    await self.outbox.send(key, attempt.recorded, _trace_headers(headers))
+            except Exception as exc:
+                # The ledger unreachable, or a bug: not the message's fault, and a plain requeue
+                # would spend the delivery limit in seconds. Retry it on the tiers.
+                log.exception("unexpected error on message %r", message.message_id)
+                internal = TransientError(f"internal error: {type(exc).__name__}: {str(exc)[:300]}")
+                return decide(
+                    internal, attempts, self.settings.max_attempts, self.topology.retry_tiers, self.rng
+                )
+            stopped = attempt.stopped
+            if stopped is None:
+                return Ack("recorded" if attempt.new else "duplicate")
+            if isinstance(stopped.error, ConfigurationFault):
+                assert key is not None
+                await self._note(key, stopped, owner, None)
+                await self._pause(str(stopped.error))
+                continue  # held until Chargebee accepts us again, then tried afresh
+            disposition = decide(
+                stopped.error, attempts, self.settings.max_attempts, self.topology.retry_tiers, self.rng
+            )
+            if key is not None:
+                await self._note(key, stopped, owner, disposition)
+            return disposition
+
+    async def _attempt(
+        self, message: AbstractIncomingMessage, headers: dict[str, Any], owner: str
+    ) -> tuple[EventKey | None, Attempt]:
+        origin = messages.text(headers, messages.SOURCE) or "unknown"
         try:
-            result = await self.chargebee.record_payment(request, _header(headers, "traceparent"))
-        except PaymentError as error:
-            await self._note_failure(key, owner, error, attempts)
-            raise
-        now = _now()
-        stored = confirmations.encode(confirmations.build(key, event, invoice_id, result, now))
-        await self.ledger.record_success(
+            event = events.validate(orjson.loads(message.body))
+        except (orjson.JSONDecodeError, events.EventInvalid) as exc:
+            return None, Attempt(stopped=Stopped(InvalidEvent(f"invalid event: {exc}")))
+        key: EventKey = (origin, event.source, event.id)
+        attempt = await self.recorder.record(
+            event,
             key,
-            Recorded(
-                transaction_id=result.transaction_id,
-                invoice_id=invoice_id,
-                invoice_status=result.invoice_status,
-                amount_due=result.amount_due,
-                amount=event.payment.amount,
-                currency=event.payment.currency,
-                recorded_at=now,
-                confirmation=stored,
-            ),
+            generation=messages.count(headers, messages.GENERATION),
             owner=owner,
+            traceparent=messages.text(headers, messages.TRACEPARENT),
         )
-        await self._confirm(stored, headers)
-        log.info(
-            "recorded %s from %s on %s: %s %s, transaction %s, invoice %s%s",
-            event.id,
-            origin,
-            invoice_id,
-            event.payment.amount,
-            event.payment.currency,
-            result.transaction_id,
-            result.invoice_status,
-            tracing.log_suffix(_header(headers, "traceparent")),
-        )
-        return Ack("recorded")
+        if attempt.new:
+            log.debug("event %r: %d part(s) recorded%s", event.id, attempt.new, _trace(headers))
+        return key, attempt
 
-    async def _note_failure(self, key: EventKey, owner: str, error: PaymentError, attempts: int) -> None:
-        disposition = decide(error, attempts, self.settings.max_attempts, self.topology.retry_tiers, self.rng)
+    async def _note(
+        self, key: EventKey, stopped: Stopped, owner: str, disposition: Disposition | None
+    ) -> None:
+        """Tell the ledger how the attempt ended, as decided; a failure here is logged, not fatal.
+
+        A lost write is safe: the claim's lease lapses, and whoever takes it over reconciles.
+        """
+        error = stopped.error
         final = isinstance(disposition, DeadLetter)
-        reason = disposition.reason if isinstance(disposition, DeadLetter) else None
-        await self.ledger.record_failure(key, owner=owner, error=str(error), reason=reason, final=final)
-
-    async def _confirm(self, stored: bytes, headers: dict[str, Any]) -> None:
-        extra = {"traceparent": headers["traceparent"]} if "traceparent" in headers else {}
-        await self.broker.publish(confirmations.outgoing(self.topology.confirmations, stored, extra))
+        if isinstance(error, Busy) or not (stopped.claimed or final):
+            return
+        unreadable = isinstance(error, UnreadableAnswer | OutcomeUnknown)
+        maybe = unreadable or (isinstance(error, TransientError) and error.maybe_recorded)
+        try:
+            await self.ledger.record_failure(
+                key,
+                owner=owner,
+                error=str(error),
+                reason=disposition.reason if isinstance(disposition, DeadLetter) else None,
+                final=final,
+                part=stopped.part,
+                maybe_recorded=maybe,
+                unreadable_200=unreadable,
+            )
+        except Exception as exc:
+            log.warning("could not note the failure of %r in the ledger: %s", key[2], type(exc).__name__)
 
     # -- dispositions ------------------------------------------------------------------------
 
@@ -248,16 +233,24 @@ class RecordPaymentWorker:
                 case DeadLetter():
                     await self._dead_letter(message, disposition)
                 case Requeue(why, delay):
-                    log.info("returning message %s to the queue: %s", message.message_id, why)
+                    log.info("returning message %r to the queue: %s", message.message_id, why)
                     await asyncio.sleep(delay)
                     await message.nack(requeue=True)
                     self.metrics.consumer_outcomes.labels("requeued", "").inc()
         except BrokerUnavailable as exc:
-            log.warning("could not move message %s (%s); returning it to the queue", message.message_id, exc)
+            # Chargebee is not called again at once: the message waits, then goes back.
+            wait = _trouble_wait(disposition)
+            log.warning(
+                "could not move message %r (%s); returning it to the queue in %.0fs",
+                message.message_id,
+                exc,
+                wait,
+            )
+            await asyncio.sleep(wait)
             with contextlib.suppress(Exception):
                 await message.nack(requeue=True)
         except Exception as exc:  # the channel is gone: the broker redelivers the message
-            log.warning("could not settle message %s: %s", message.message_id, type(exc).__name__)
+            log.warning("could not settle message %r: %s", message.message_id, type(exc).__name__)
 
     def _copy(
         self,
@@ -281,8 +274,8 @@ class RecordPaymentWorker:
     async def _republish(self, message: AbstractIncomingMessage, retry: Retry) -> None:
         headers = {
             **(message.headers or {}),
-            ATTEMPTS: retry.attempts,
-            "x-payrelay-last-error": retry.error[:1000],
+            messages.ATTEMPTS: retry.attempts,
+            messages.LAST_ERROR: retry.error[:1000],
         }
         await self.broker.publish([self._copy(message, "", retry.tier.queue, headers, retry.delay)])
         await message.ack()
@@ -292,43 +285,67 @@ class RecordPaymentWorker:
     async def _dead_letter(self, message: AbstractIncomingMessage, dead: DeadLetter) -> None:
         headers = {
             **(message.headers or {}),
-            "x-payrelay-reason": dead.reason,
-            "x-payrelay-error": dead.error[:2000],
-            ATTEMPTS: dead.attempts,
-            "x-payrelay-failed-at": _now().isoformat().replace("+00:00", "Z"),
+            messages.REASON: dead.reason,
+            messages.ERROR: dead.error[:2000],
+            messages.ATTEMPTS: dead.attempts,
+            messages.FAILED_AT: messages.rfc3339(datetime.now(UTC)),
         }
         if dead.chargebee is not None:
-            headers["x-payrelay-chargebee-error"] = orjson.dumps(dead.chargebee).decode()[:4000]
+            headers[messages.CHARGEBEE_ERROR] = orjson.dumps(dead.chargebee).decode()[:4000]
         await self.broker.publish([self._copy(message, self.topology.dead_letter, "", headers)])
         await message.ack()
-        log.warning("dead-lettered %s: %s (%s)", message.message_id, dead.reason, dead.error)
+        log.warning("dead-lettered %r: %s (%s)", message.message_id, dead.reason, dead.error)
         self.metrics.dead_letters.labels(dead.reason).inc()
         self.metrics.consumer_outcomes.labels("dead_lettered", dead.reason).inc()
 
-    # -- credentials pause -------------------------------------------------------------------
+    # -- configuration pause -----------------------------------------------------------------
+
+    async def _held(self) -> bool:
+        """Wait while consuming is paused; False when stopping or after the hold limit."""
+        if not self._resumed.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._resumed.wait(), HOLD_WHILE_PAUSED_SECONDS)
+        return self._resumed.is_set() and not self.stopping
 
     async def _pause(self, why: str) -> None:
+        """Stop taking messages; the ones in flight are held (no delivery spent) until resumed."""
         if self.paused_reason is not None:
             return
         self.paused_reason = why
+        self._resumed.clear()
         self.metrics.chargebee_auth_failing.set(1)
         log.error(
-            "Chargebee refused the API key; consuming paused, credentials re-checked every %.0fs",
+            "Chargebee refuses payrelay's configuration (%s); consuming paused, re-checked every %.0fs",
+            why,
             self.settings.auth_retry_seconds,
         )
-        self._auth_task = asyncio.get_running_loop().create_task(self._recheck_credentials())
+        self._auth_task = asyncio.get_running_loop().create_task(self._recheck())
         await self._stop_consuming()
 
-    async def _recheck_credentials(self) -> None:
+    async def _recheck(self) -> None:
         while not self.stopping:
             await asyncio.sleep(self.settings.auth_retry_seconds)
             try:
                 await self.chargebee.check_auth()
             except PaymentError as exc:
-                log.warning("credentials still refused: %s", exc.status or type(exc).__name__)
+                log.warning("Chargebee still refuses payrelay: %s", exc.status or type(exc).__name__)
                 continue
             self.paused_reason = None
             self.metrics.chargebee_auth_failing.set(0)
-            log.info("Chargebee accepts the API key again; consuming resumed")
+            self._resumed.set()
+            log.info("Chargebee accepts payrelay's configuration again; consuming resumed")
             await self._start_consuming()
             return
+
+
+def _trouble_wait(disposition: Disposition) -> float:
+    delay = disposition.delay if isinstance(disposition, Retry | Requeue) else BROKER_TROUBLE_WAIT_SECONDS
+    return min(max(delay, 1.0), BROKER_TROUBLE_WAIT_SECONDS)
+
+
+def _trace_headers(headers: dict[str, Any]) -> dict[str, Any]:
+    return {messages.TRACEPARENT: headers[messages.TRACEPARENT]} if messages.TRACEPARENT in headers else {}
+
+
+def _trace(headers: dict[str, Any]) -> str:
+    return tracing.log_suffix(messages.text(headers, messages.TRACEPARENT))

@@ -1,9 +1,15 @@
-"""The broker edge: one supervised AMQP connection per process, and confirmed publishing.
+"""The broker edge: supervised AMQP connections, and confirmed publishing.
 
 aio-pika's robust connection waits without bound while the broker is away and has lost
 consumers on reconnect in the past, so payrelay keeps its own small supervisor instead: connect,
 declare the topology, run the role's `on_connect` hook, wait for the connection to close, and
 connect again every `reconnect_seconds`. Publishing never waits longer than its timeout.
+
+A process that consumes keeps a second `Broker` for that (`publishes=False`): RabbitMQ blocks a
+connection that publishes during a resource alarm (`connection.blocked`), and acknowledgements on
+a blocked connection would stop too. A queue declared with other arguments than the
+configuration's (`PRECONDITION_FAILED`) is not retried for ever: the supervisor stops with a
+`TopologyMismatch` that says which queue and argument, and how to migrate.
 """
 
 from __future__ import annotations
@@ -28,6 +34,13 @@ CLOUDEVENTS_JSON = "application/cloudevents+json"
 
 class BrokerUnavailable(Exception):
     """The broker did not durably accept a publish in time (down, slow, nack or unroutable)."""
+
+
+class TopologyMismatch(Exception):
+    """The broker holds a queue or exchange declared differently: only an operator can resolve it."""
+
+
+_SHORT_STRING = 255  # AMQP short strings (message_id, type, content_type) are at most 255 bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +74,7 @@ class Broker:
         reconnect_seconds: float = 1.0,
         on_connect: OnConnect | None = None,
         name: str = "payrelay",
+        publishes: bool = True,
     ) -> None:
         self.url = url
         self.topology = topology
@@ -68,6 +82,8 @@ class Broker:
         self.reconnect_seconds = reconnect_seconds
         self.on_connect = on_connect
         self.name = name
+        self.publishes = publishes
+        self.failure: TopologyMismatch | None = None
         self.connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
@@ -78,30 +94,50 @@ class Broker:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self, wait: float | None = None) -> None:
-        """Start the supervisor; with `wait`, also wait that long for a first connection."""
+        """Start the supervisor; with `wait`, also wait that long for a first connection.
+
+        Raises `TopologyMismatch` if the broker refused the topology within that wait.
+        """
         self._task = asyncio.create_task(self._supervise(), name=f"{self.name}-broker")
         if wait:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._connected.wait(), wait)
+            connected = asyncio.create_task(self._connected.wait())
+            await asyncio.wait({connected, self._task}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            connected.cancel()
+            if self.failure is not None:
+                raise self.failure
+
+    async def failed(self) -> TopologyMismatch:
+        """Wait until the supervisor gives up for good (a topology mismatch); returns why."""
+        assert self._task is not None, "start() first"
+        with contextlib.suppress(TopologyMismatch):
+            await asyncio.shield(self._task)
+        assert self.failure is not None
+        return self.failure
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, TopologyMismatch):
                 await self._task
         if self.connection is not None and not self.connection.is_closed:
             await self.connection.close()
 
     @property
     def ready(self) -> bool:
-        """True when connected and the publishing channel is open."""
-        return (
-            self._connected.is_set()
-            and self.connection is not None
-            and not self.connection.is_closed
-            and self._channel is not None
-            and not self._channel.is_closed
-        )
+        """True when connected (and, for a publishing broker, its channel open and not blocked)."""
+        connected = self._connected.is_set() and self.connection is not None and not self.connection.is_closed
+        if not self.publishes:
+            return connected
+        return connected and self._channel is not None and not self._channel.is_closed and not self.blocked
+
+    @property
+    def blocked(self) -> bool:
+        """True while RabbitMQ blocks this connection's publishing (a memory or disk alarm)."""
+        if self.connection is None or self.connection.is_closed:
+            return False
+        # aiormq tracks connection.blocked/unblocked in a private event and offers no accessor.
+        unblocked = getattr(self.connection.transport, "_Connection__connection_unblocked", None)
+        return isinstance(unblocked, asyncio.Event) and not unblocked.is_set()
 
     async def _supervise(self) -> None:
         while True:
@@ -121,6 +157,12 @@ class Broker:
                 await self._session(connection)
             except asyncio.CancelledError:
                 raise
+            except TopologyMismatch as mismatch:
+                log.error("%s", mismatch)
+                self.failure = mismatch
+                with contextlib.suppress(Exception):
+                    await connection.close()
+                raise
             except Exception:
                 log.exception("broker session failed")
             finally:
@@ -137,10 +179,14 @@ class Broker:
         connection.close_callbacks.add(lambda *_: lost.set())
         self.connection = connection
         setup = await connection.channel()
-        await declare(setup, self.topology)
+        try:
+            await declare(setup, self.topology)
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            raise TopologyMismatch(_mismatch(exc)) from None
         await setup.close()
-        async with self._channel_lock:
-            await self._open_channel()
+        if self.publishes:
+            async with self._channel_lock:
+                await self._open_channel()
         if self.on_connect is not None:
             await self.on_connect(connection)
         self._connected.set()
@@ -176,11 +222,12 @@ class Broker:
         or returns one as unroutable. Some messages may then have been published: callers retry,
         and consumers deduplicate by event identity.
         """
+        prepared = [(message, _message(message)) for message in messages]  # all built before any goes
         if not self._connected.is_set():
             raise BrokerUnavailable("not connected to the broker")
         try:
             async with asyncio.timeout(self.publish_timeout if within is None else within):
-                await asyncio.gather(*(self._publish_one(m) for m in messages))
+                await asyncio.gather(*(self._publish_one(m, built) for m, built in prepared))
         except TimeoutError:
             raise BrokerUnavailable("the broker did not confirm in time") from None
         except aio_pika.exceptions.DeliveryError as exc:
@@ -188,21 +235,9 @@ class Broker:
         except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
             raise BrokerUnavailable(f"broker error: {type(exc).__name__}") from None
 
-    async def _publish_one(self, message: Outgoing) -> None:
+    async def _publish_one(self, message: Outgoing, built: aio_pika.Message) -> None:
         exchange = await self._exchange(message.exchange)
-        await exchange.publish(
-            aio_pika.Message(
-                message.body,
-                message_id=message.message_id,
-                content_type=message.content_type,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                headers=message.headers,
-                type=message.type,
-                expiration=message.expiration,
-            ),
-            routing_key=message.routing_key,
-            mandatory=message.mandatory,
-        )
+        await exchange.publish(built, routing_key=message.routing_key, mandatory=message.mandatory)
 
     async def queue_counts(self, name: str) -> tuple[int, int]:
         """(ready messages, consumers) of a queue, by a passive declare on a short-lived channel."""
@@ -217,6 +252,34 @@ class Broker:
             await channel.close()
 
 
+def _message(message: Outgoing) -> aio_pika.Message:
+    """The AMQP message, or ValueError before anything is published if a property cannot be encoded."""
+    for name in ("message_id", "content_type", "type"):
+        value = getattr(message, name)
+        if value is not None and len(value.encode()) > _SHORT_STRING:
+            raise ValueError(f"{name} is longer than {_SHORT_STRING} bytes: AMQP cannot carry it")
+    return aio_pika.Message(
+        message.body,
+        message_id=message.message_id,
+        content_type=message.content_type,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        headers=message.headers,
+        type=message.type,
+        expiration=message.expiration,
+    )
+
+
+def _mismatch(exc: aiormq.exceptions.ChannelPreconditionFailed) -> str:
+    """Say what RabbitMQ refused and how to get out of it, in one line."""
+    reply = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+    return (
+        f"RabbitMQ refused payrelay's topology: {reply}. A queue's arguments (x-delivery-limit, "
+        "the retry tiers' TTLs) cannot change once it exists: drain the queue and delete it "
+        "(rabbitmqctl delete_queue NAME) so payrelay declares it anew, or keep the old value, or "
+        "move to a new PAYRELAY_AMQP_PREFIX"
+    )
+
+
 def _delivery_reason(exc: aio_pika.exceptions.DeliveryError) -> str:
     frame = exc.frame
     if isinstance(frame, aiormq.spec.Basic.Return):
@@ -229,7 +292,10 @@ async def declare_once(url: str, topology: Topology, connect_timeout: float = 10
     connection = await aio_pika.connect(url, timeout=connect_timeout)
     try:
         channel = await connection.channel()
-        await declare(channel, topology)
+        try:
+            await declare(channel, topology)
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            raise TopologyMismatch(_mismatch(exc)) from None
     finally:
         await connection.close()
     return [e.name for e in topology.exchanges] + [q.name for q in topology.queues]

@@ -33,6 +33,8 @@ class Metrics:
     rate_limit_wait: Histogram
     chargebee_auth_failing: Gauge
     consumer_in_flight: Gauge
+    reconciliations: Counter
+    confirmations_pending: Gauge
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -75,7 +77,7 @@ def create_metrics() -> Metrics:
         ),
         chargebee_duration=Histogram(
             "payrelay_chargebee_request_duration_seconds",
-            "Chargebee record_payment latency by HTTP status",
+            "Chargebee API latency (record_payment and the reads before it) by HTTP status",
             ["status"],
             buckets=_HTTP,
             registry=r,
@@ -106,4 +108,15 @@ def create_metrics() -> Metrics:
             registry=r,
         ),
         consumer_in_flight=Gauge("payrelay_consumer_in_flight", "Messages being processed", registry=r),
+        reconciliations=Counter(
+            "payrelay_reconciliations",
+            "Looks in Chargebee for a payment that may have been recorded: found or not_found",
+            ["result"],
+            registry=r,
+        ),
+        confirmations_pending=Gauge(
+            "payrelay_confirmations_pending",
+            "Recorded payments whose confirmations wait in the ledger's outbox for the broker",
+            registry=r,
+        ),
     )

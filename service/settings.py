@@ -33,6 +33,7 @@ from service.events import EVENT_TYPES, EventType
 from service.signatures import decode_secret
 
 DEFAULT_INVOICE_PATTERN = r"\bINV-?\d+\b"
+LEASE_MARGIN_SECONDS = 1.0  # the ledger write after a call, and clock skew between replicas
 
 
 class ConfigError(Exception):
@@ -84,7 +85,12 @@ class Settings(BaseSettings):
     """Everything payrelay's processes are configured with."""
 
     model_config = SettingsConfigDict(
-        env_prefix="PAYRELAY_", extra="forbid", frozen=True, env_nested_delimiter="__"
+        env_prefix="PAYRELAY_",
+        extra="forbid",
+        frozen=True,
+        env_nested_delimiter="__",
+        # A model-level error would otherwise quote its input, secrets included.
+        hide_input_in_errors=True,
     )
 
     # Broker
@@ -110,6 +116,9 @@ class Settings(BaseSettings):
     skip_emails: bool = False
     skip_webhooks: bool = False
     skip_actions: bool = False
+    # A payment above the invoice's amount due: record it (Chargebee keeps the excess as the
+    # customer's excess payments) or send it to a person (dead letter `overpayment`, until review).
+    overpayment: Literal["record", "review"] = "record"
 
     # Consumer
     consumer_prefetch: int = Field(default=64, ge=1)
@@ -117,6 +126,8 @@ class Settings(BaseSettings):
     auth_retry_seconds: float = Field(default=30.0, gt=0)
     ledger_url: str = "sqlite:///payrelay-ledger.db"
     ledger_retention_days: int = Field(default=30, ge=1)
+    # No ledger statement waits longer: a hung database fails the write instead of holding messages.
+    ledger_statement_timeout_seconds: float = Field(default=10.0, gt=0)
     # How long a consumer may hold an event before another replica may take it over.
     ledger_lease_seconds: float = Field(default=90.0, gt=0)
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
@@ -163,6 +174,25 @@ class Settings(BaseSettings):
                         "cover the URL, so a request replayed to the other source would be recorded "
                         "twice; give each source its own secret"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_call(self) -> Settings:
+        """Refuse a lease that could lapse while its holder waits for the rate limit and then calls.
+
+        The consumer renews its lease after each rate-limit permit; between two renewals it may
+        wait for every other in-flight message's permit, then make one call.
+        """
+        wait = self.consumer_prefetch * 60 / self.chargebee_rate_limit if self.chargebee_rate_limit else 0.0
+        needed = wait + self.chargebee_timeout_seconds + LEASE_MARGIN_SECONDS
+        if self.ledger_lease_seconds < needed:
+            raise ValueError(
+                f"ledger_lease_seconds is {self.ledger_lease_seconds:g} but must be at least {needed:g}: "
+                f"consumer_prefetch ({self.consumer_prefetch}) x 60 / chargebee_rate_limit "
+                f"({self.chargebee_rate_limit}) + chargebee_timeout_seconds "
+                f"({self.chargebee_timeout_seconds:g}) + {LEASE_MARGIN_SECONDS:g}, or another replica "
+                "could take over a payment whose call is still in flight"
+            )
         return self
 
     @property

@@ -20,7 +20,7 @@ from service.chargebee_sandbox import create_app as create_sandbox
 from service.receiver import create_app as create_receiver
 from service.sender import post_signed
 from service.settings import Settings, SourceSettings
-from tests.conftest import SECRET, make_settings, serve
+from tests.conftest import LOCKBOX_SECRET, SECRET, make_settings, serve
 
 API_KEY = "test_pipeline_key"
 
@@ -33,12 +33,14 @@ def pipeline_settings(prefix: str, ledger_url: str, sandbox_url: str, **override
         "ledger_url": ledger_url,
         "retry_delays_seconds": [1, 2],
         "max_attempts": 3,
-        "ledger_lease_seconds": 2.0,
+        # Short enough for takeover tests, long enough for one call (settings check lease >= call + 1 s).
+        "ledger_lease_seconds": 3.0,
+        "chargebee_timeout_seconds": 2.0,
         "auth_retry_seconds": 0.5,
         "shutdown_grace_seconds": 5.0,
         "sources": {
             "acme-bank": SourceSettings(secrets=[SECRET], skip_emails=True),
-            "lockbox": SourceSettings(secrets=[SECRET], invoice_pattern=r"Invoice\s+#(\w+-\d+)"),
+            "lockbox": SourceSettings(secrets=[LOCKBOX_SECRET], invoice_pattern=r"Invoice\s+#(\w+-\d+)"),
         },
     }
     values.update(overrides)
@@ -56,7 +58,8 @@ class Pipeline:
     worker: RecordPaymentWorker
 
     async def send(self, payload: Any, source: str = "acme-bank") -> int:
-        status, body = await post_signed(self.http, self.receiver_url, source, SECRET, payload)
+        secret = LOCKBOX_SECRET if source == "lockbox" else SECRET
+        status, body = await post_signed(self.http, self.receiver_url, source, secret, payload)
         assert status == 202, body
         return status
 

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from consumers.chargebee import RateLimiter, RecordPaymentResponse, classify
+from consumers.chargebee import RecordPaymentResponse, classify
 from consumers.errors import (
     ConfigurationFault,
     InvoiceNotFound,
@@ -17,6 +17,7 @@ from consumers.errors import (
     RejectedByChargebee,
     TransientError,
 )
+from consumers.rate_limit import RateLimiter
 
 
 def body(code: str | None, message: str = "something", kind: str = "invalid_request") -> dict[str, Any]:
@@ -42,6 +43,43 @@ def test_404_is_invoice_not_found() -> None:
     error = classify(404, body("resource_not_found"), None)
     assert type(error) is InvoiceNotFound
     assert error.reason == "invoice_not_found"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"api_error_code": "site_not_found", "message": "Sorry, the site was not found"},
+        {"message": "<html>404</html>"},
+        {},
+    ],
+)
+def test_a_404_that_is_not_about_the_invoice_is_a_configuration_fault(answer: dict[str, str]) -> None:
+    """site_not_found, a proxy's HTML page or a wrong base path: pause, never invoice_not_found."""
+    error = classify(404, answer, None)
+    assert type(error) is ConfigurationFault
+    assert "PAYRELAY_CHARGEBEE_SITE" in str(error)
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_a_configuration_fault(status: int) -> None:
+    """Chargebee does not redirect its API: a 3xx means payrelay points at the wrong place."""
+    assert type(classify(status, {"message": "Moved"}, None)) is ConfigurationFault
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_a_5xx_to_record_payment_may_have_recorded_it(status: int) -> None:
+    """A server error answers nothing about the payment: it is marked maybe recorded, a read's is not."""
+    write = classify(status, body("internal_error"), None)
+    read = classify(status, body("internal_error"), None, write=False)
+    assert isinstance(write, TransientError) and write.maybe_recorded is True
+    assert isinstance(read, TransientError) and read.maybe_recorded is False
+
+
+@pytest.mark.parametrize(("status", "code"), [(429, "api_request_limit_exceeded"), (429, "lock_timeout")])
+def test_a_429_recorded_nothing(status: int, code: str) -> None:
+    """A rate-limit or lock refusal is a verdict: Chargebee did not process the request."""
+    error = classify(status, body(code), 3.0)
+    assert isinstance(error, TransientError) and error.maybe_recorded is False
 
 
 @pytest.mark.parametrize("status", [409, 400])
@@ -184,6 +222,7 @@ def test_ignores_extra_fields() -> None:
                 "id": "INV-1",
                 "status": "payment_due",
                 "amount_due": 500,
+                "currency_code": "USD",
                 "customer_id": "cust_1",
                 "line_items": [{"id": "li_1"}],
                 "object": "invoice",

@@ -80,7 +80,7 @@ async def test_check_fails_on_a_refused_key_and_a_missing_broker(
         code, out, _ = await run("check", env=env)
     assert code == 1
     assert "broker: FAILED" in out
-    assert "chargebee: FAILED: the API key is refused (401)" in out
+    assert "chargebee: FAILED: Chargebee refuses payrelay's configuration: Chargebee 401" in out
     assert "cb_wrong_key" not in out
 
 

@@ -12,6 +12,7 @@ Nothing here skips: a missing hadolint, kubectl or kubernetes-validate is a fail
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fnmatch
 import functools
@@ -407,7 +408,10 @@ def test_the_config_file_is_valid_settings(build: str, tmp_path: Path) -> None:
     for name, source in data["sources"].items():
         assert set(source) <= set(SourceSettings.model_fields), f"sources.{name}: {set(source)}"
         stand_in = tmp_path / name
-        stand_in.write_text("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n")
+        # One stand-in per source: a secret shared by two sources is refused at start-up.
+        stand_in.write_text(
+            "whsec_" + base64.b64encode(f"stand-in secret for {name}".encode()).decode() + "\n"
+        )
         source["secrets_file"] = str(stand_in)
     overrides = {
         var["name"].removeprefix("PAYRELAY_").lower(): var["value"]

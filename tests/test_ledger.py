@@ -453,14 +453,14 @@ async def test_recorded_payments_wait_in_the_outbox_until_confirmed(ledger: Ledg
     assert (await stored(ledger)).confirmed_at is not None
 
 
-async def test_recorded_elsewhere_names_transactions_another_payment_owns(ledger: Ledger) -> None:
+async def test_owned_elsewhere_names_transactions_another_payment_holds(ledger: Ledger) -> None:
     """A transaction the ledger holds for another payment is not this payment's."""
     other: EventKey = ("acme-bank", "urn:acme", "evt-other")
     await claim(ledger, key=other)
     await ledger.record_success(other, recorded("txn_taken"), owner="w1")
-    assert await ledger.recorded_elsewhere("txn_taken", KEY) is True
-    assert await ledger.recorded_elsewhere("txn_taken", other) is False
-    assert await ledger.recorded_elsewhere("txn_free", KEY) is False
+    assert await ledger.owned_elsewhere(["txn_taken", "txn_free"], KEY) == {"txn_taken"}
+    assert await ledger.owned_elsewhere(["txn_taken"], other) == set()
+    assert await ledger.owned_elsewhere([], KEY) == set()
 
 
 async def test_the_first_plan_of_an_event_is_kept(ledger: Ledger) -> None:

@@ -166,15 +166,16 @@ async def test_transient_failures_are_retried_then_succeed(pipe: Pipeline) -> No
     assert (await pipe.invoice("INV-1006"))["amount_paid"] == 2500
 
 
-async def test_lost_answer_is_not_recorded_twice(pipe: Pipeline) -> None:
-    """Chargebee records but the answer is lost: the retry reuses the idempotency key, one payment."""
+async def test_lost_answer_is_found_in_chargebee_not_sent_again(pipe: Pipeline) -> None:
+    """Chargebee records but the answer is lost: the retry finds the payment there, no second call."""
     fault = {"disconnect": True, "count": 1, "invoice_id": "INV-1007", "after_commit": True}
     await pipe.admin("POST", "/sandbox/faults", fault)
     await pipe.send(deposit("INV-1007"))
-    await pipe.confirmations(1, within=15)
-    calls = await pipe.requests("INV-1007")
-    assert len({c["headers"]["chargebee-idempotency-key"] for c in calls}) == 1
-    assert [c["replayed"] for c in calls][-1] is True
+    [confirmation] = await pipe.confirmations(1, within=15)
+    [call] = await pipe.requests("INV-1007")
+    assert call["status"] == 0  # the dropped answer; nothing was sent after it
+    [linked] = (await pipe.invoice("INV-1007"))["linked_transactions"]
+    assert confirmation["data"]["transaction_id"] == linked["txn_id"]
     assert (await pipe.invoice("INV-1007"))["amount_paid"] == 2500
 
 
@@ -209,13 +210,15 @@ async def test_permanent_failures_are_dead_lettered_with_reason(
     assert dead.headers["x-payrelay-attempts"] == 1
 
 
-async def test_rejected_amount_is_dead_lettered_with_chargebee_error(pipe: Pipeline) -> None:
-    """An amount over the amount due is Chargebee's 400: rejected_by_chargebee, with its error body."""
-    await pipe.send(deposit("INV-1009", "99999.00"))
+async def test_rejection_is_dead_lettered_with_chargebee_error(pipe: Pipeline) -> None:
+    """A 400 from Chargebee is rejected_by_chargebee, dead-lettered with Chargebee's error body."""
+    fault = {"status": 400, "api_error_code": "param_wrong_value", "invoice_id": "INV-1009", "count": 1}
+    await pipe.admin("POST", "/sandbox/faults", fault)
+    await pipe.send(deposit("INV-1009", "25.00"))
     [dead] = await pipe.dead_letters(1)
     assert dead.headers["x-payrelay-reason"] == "rejected_by_chargebee"
     body = orjson.loads(dead.headers["x-payrelay-chargebee-error"])
-    assert body["param"] == "amount"
+    assert (body["api_error_code"], body["type"]) == ("param_wrong_value", "invalid_request")
 
 
 async def test_invalid_event_in_the_queue_is_dead_lettered(
@@ -229,19 +232,36 @@ async def test_invalid_event_in_the_queue_is_dead_lettered(
     assert (dead.message_id, dead.headers["x-payrelay-reason"]) == ("junk", "invalid_event")
 
 
-async def test_refused_credentials_pause_without_dead_letters(pipe: Pipeline) -> None:
-    """401: the consumer pauses (not ready, nothing dead-lettered) and resumes once the key works again."""
+async def test_refused_credentials_pause_holding_messages_without_spending_deliveries(pipe: Pipeline) -> None:
+    """401: the consumer pauses and holds what is in flight (nothing dead-lettered, nothing returned),
+    and records all of it, once each, when the key works again."""
     await pipe.admin("PUT", "/sandbox/api-key", {"api_key": "rotated_elsewhere"})
-    await pipe.send(deposit("INV-1010"))
+    await pipe.send(
+        [deposit(invoice, "1.00") for invoice in ("INV-1010", "INV-1001", "INV-1002", "INV-1003")]
+    )
     await until(lambda: _paused(pipe), what="the consumer to pause")
     assert pipe.worker.metrics.chargebee_auth_failing._value.get() == 1
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(1.5)  # three credential re-checks
     assert await pipe.queue_depth("dead-letter") == 0
-    await until(lambda: _depth_is(pipe, "record-payment", 1), what="the message back in the work queue")
+    assert await pipe.queue_depth("record-payment") == 0  # held unacked, not returned
+    outcomes = pipe.worker.metrics.consumer_outcomes
+    assert outcomes.labels("requeued", "")._value.get() == 0
+    async with pipe.http.get(f"{pipe.sandbox_url}/sandbox/requests?operation=all") as response:
+        calls = (await response.json())["requests"]
+    refused = [c for c in calls if c["status"] == 401 and c.get("invoice_id") != "payrelay-credentials-check"]
+    assert 1 <= len(refused) <= 4  # at most once each before the pause; none while held
+    assert any(c.get("invoice_id") == "payrelay-credentials-check" for c in calls)  # the re-checks
     await pipe.admin("PUT", "/sandbox/api-key", {"api_key": "test_pipeline_key"})
-    [confirmation] = await pipe.confirmations(1, within=10)
-    assert confirmation["data"]["invoice_id"] == "INV-1010"
+    confirmations = await pipe.confirmations(4, within=10)
+    assert sorted(c["data"]["invoice_id"] for c in confirmations) == [
+        "INV-1001",
+        "INV-1002",
+        "INV-1003",
+        "INV-1010",
+    ]
     assert pipe.worker.paused_reason is None
+    assert [r["status"] for r in await pipe.requests("INV-1010")].count(200) == 1
+    assert outcomes.labels("requeued", "")._value.get() == 0
 
 
 async def _paused(pipe: Pipeline) -> bool:

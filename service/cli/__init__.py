@@ -48,9 +48,33 @@ def _serve(app: object, host: str, port: int) -> int:
     return 0
 
 
+def _topology_refused(settings: Settings) -> bool:
+    """Declare the topology once before serving; True (and one clear line) if RabbitMQ refuses it.
+
+    A broker that is down is not a refusal: the server starts and answers 503 until it is back.
+    """
+    from service.broker import TopologyMismatch, declare_once
+    from service.topology import build
+
+    topology = build(settings.amqp_prefix, settings.retry_delays_seconds, settings.delivery_limit)
+    try:
+        run_async(declare_once(settings.amqp_url.get_secret_value(), topology, connect_timeout=3.0))
+    except TopologyMismatch as exc:
+        print(f"payrelay: {exc}", file=sys.stderr)
+        return True
+    except Exception as exc:  # unreachable now; the server's own supervisor keeps trying
+        log.warning(
+            "broker not reachable at start (%s); serving, and connecting in the background",
+            type(exc).__name__,
+        )
+    return False
+
+
 def cmd_receiver(args: argparse.Namespace, settings: Settings) -> int:
     from service.receiver import create_app
 
+    if _topology_refused(settings):
+        return 2
     if not settings.sources:
         log.warning("no [sources.*] configured: every ingest request will be a 404")
     log.info("receiver listening on http://%s:%d", args.host, args.port)
@@ -63,17 +87,23 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def cmd_ops(args: argparse.Namespace, settings: Settings) -> int:
     from service.ops.app import create_app
 
+    if _topology_refused(settings):
+        return 2
     app = create_app(settings, allow_no_token_on_loopback=args.host in LOOPBACK)
     log.info("ops app on http://%s:%d", args.host, args.port)
     return _serve(app, args.host, args.port)
 
 
 def cmd_topology(args: argparse.Namespace, settings: Settings) -> int:
-    from service.broker import declare_once
+    from service.broker import TopologyMismatch, declare_once
     from service.topology import build
 
     topology = build(settings.amqp_prefix, settings.retry_delays_seconds, settings.delivery_limit)
-    names = run_async(declare_once(settings.amqp_url.get_secret_value(), topology))
+    try:
+        names = run_async(declare_once(settings.amqp_url.get_secret_value(), topology))
+    except TopologyMismatch as exc:
+        print(f"payrelay: {exc}", file=sys.stderr)
+        return 2
     for name in names:
         print(name)
     return 0
@@ -87,6 +117,7 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_consumer(args: argparse.Namespace, settings: Settings) -> int:
     from consumers.app import run
+    from service.broker import TopologyMismatch
     from service.serving import stop_on_signals
 
     async def main() -> None:
@@ -94,7 +125,11 @@ def cmd_consumer(args: argparse.Namespace, settings: Settings) -> int:
         stop_on_signals(stop)
         await run(settings, stop, host=args.host, port=args.port)
 
-    run_async(main())
+    try:
+        run_async(main())
+    except TopologyMismatch as exc:
+        print(f"payrelay: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

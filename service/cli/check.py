@@ -5,8 +5,9 @@ from __future__ import annotations
 import aio_pika
 import aiohttp
 
-from consumers.chargebee import ChargebeeClient, RateLimiter
+from consumers.chargebee import ChargebeeClient
 from consumers.errors import ConfigurationFault, PaymentError
+from consumers.rate_limit import RateLimiter
 from service.ledger import Ledger
 from service.metrics import create_metrics
 from service.settings import ConfigError, Settings
@@ -64,7 +65,7 @@ async def run_checks(settings: Settings) -> int:
             print(f"{name}: {await probe(settings)}")
         except ConfigurationFault as exc:
             failures += 1
-            print(f"{name}: FAILED: the API key is refused ({exc.status})")
+            print(f"{name}: FAILED: Chargebee refuses payrelay's configuration: {exc}")
         except (ConfigError, PaymentError) as exc:
             failures += 1
             print(f"{name}: FAILED: {exc}")

@@ -338,12 +338,16 @@ class Ledger:
             rows = (await conn.execute(query)).all()
         return [Unconfirmed((r.origin, r.source, r.event_id), r.part, r.confirmation) for r in rows]
 
-    async def recorded_elsewhere(self, transaction_id: str, key: EventKey, part: str = WHOLE) -> bool:
-        """Whether another payment of the ledger already owns this Chargebee transaction."""
+    async def owned_elsewhere(self, transaction_ids: list[str], key: EventKey, part: str = WHOLE) -> set[str]:
+        """Those of the Chargebee transactions that other payments of the ledger already hold."""
+        if not transaction_ids:
+            return set()
         mine = sa.and_(*(LEDGER.c[n] == v for n, v in key_values(key, part).items()))
-        query = sa.select(sa.literal(1)).where(LEDGER.c.transaction_id == transaction_id, sa.not_(mine))
+        query = sa.select(LEDGER.c.transaction_id).where(
+            LEDGER.c.transaction_id.in_(transaction_ids), sa.not_(mine)
+        )
         async with self._engine.connect() as conn:
-            return await conn.scalar(query.limit(1)) is not None
+            return set((await conn.scalars(query)).all())
 
     async def plan(self, key: EventKey, proposed: list[tuple[str, int]]) -> list[tuple[str, int]]:
         """The event's allocation plan: `proposed` if it is the first, else the one stored before.

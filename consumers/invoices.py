@@ -1,0 +1,88 @@
+"""Know the invoice before paying it: currency, status and amount due, with a cache of currencies.
+
+An invoice's currency never changes, so it is remembered once retrieved; its status and amount
+due do, so they are read again whenever a decision depends on them (overpayment = "review", and
+sharing a payment among the invoices its references name).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from consumers.chargebee import ChargebeeClient, Invoice, OnPermit
+from consumers.errors import CurrencyMismatch, InvoiceNotFound, InvoiceNotPayable, Overpayment
+from consumers.mapping import Share
+
+# Where Chargebee lets record_payment in: v1 "for 'payment_due' or 'not_paid' invoices" (OAS-v1);
+# v2 "The invoice status must be payment_due, posted, or not_paid" (OAS-v2).
+PAYABLE = {
+    "v1": frozenset({"payment_due", "not_paid"}),
+    "v2": frozenset({"payment_due", "not_paid", "posted"}),
+}
+
+
+def check_payable(
+    invoice: Invoice, currency: str, amount: int, *, api_version: str, overpayment: str
+) -> None:
+    """Raise the reason this payment must not be recorded on this invoice, if there is one. Pure."""
+    if invoice.currency_code != currency:
+        raise CurrencyMismatch(
+            f"the payment is in {currency}, invoice {invoice.id} in {invoice.currency_code}: "
+            "Chargebee would read the amount in the invoice's currency; nothing was recorded"
+        )
+    if invoice.status not in PAYABLE[api_version]:
+        raise InvoiceNotPayable(f"invoice {invoice.id} is {invoice.status}; nothing was recorded")
+    if overpayment == "review" and amount > invoice.amount_due:
+        raise Overpayment(
+            f"{amount} is more than invoice {invoice.id}'s amount due {invoice.amount_due} "
+            '(overpayment = "review"); nothing was recorded'
+        )
+
+
+class InvoiceBook:
+    """Retrieves invoices through the client and remembers their currencies (bounded, LRU)."""
+
+    def __init__(
+        self, client: ChargebeeClient, *, api_version: str, overpayment: str, capacity: int = 100_000
+    ) -> None:
+        self.client = client
+        self.api_version = api_version
+        self.overpayment = overpayment
+        self._currencies: OrderedDict[str, str] = OrderedDict()
+        self._capacity = capacity
+
+    async def check(
+        self, invoice_id: str, currency: str, amount: int, traceparent: str | None, on_permit: OnPermit | None
+    ) -> None:
+        """Raise CurrencyMismatch, InvoiceNotPayable, InvoiceNotFound or Overpayment, else return."""
+        known = self._currencies.get(invoice_id)
+        if known is not None and self.overpayment == "record":
+            self._currencies.move_to_end(invoice_id)
+            if known != currency:
+                raise CurrencyMismatch(
+                    f"the payment is in {currency}, invoice {invoice_id} in {known}: nothing was recorded"
+                )
+            return  # its status is Chargebee's to check: a 409 says the same as a retrieve would
+        invoice = await self.client.retrieve_invoice(invoice_id, traceparent, on_permit)
+        self._remember(invoice)
+        check_payable(invoice, currency, amount, api_version=self.api_version, overpayment=self.overpayment)
+
+    async def candidates(self, invoice_ids: list[str], currency: str, traceparent: str | None) -> list[Share]:
+        """Those of `invoice_ids` that are payable invoices in `currency`, with their amounts due."""
+        found: list[Share] = []
+        for invoice_id in invoice_ids:
+            try:
+                invoice = await self.client.retrieve_invoice(invoice_id, traceparent)
+            except InvoiceNotFound:
+                continue  # a creditor reference or a typo, not one of this site's invoices
+            self._remember(invoice)
+            payable = invoice.status in PAYABLE[self.api_version] and invoice.amount_due > 0
+            if payable and invoice.currency_code == currency:
+                found.append((invoice.id, invoice.amount_due))
+        return found
+
+    def _remember(self, invoice: Invoice) -> None:
+        self._currencies[invoice.id] = invoice.currency_code
+        self._currencies.move_to_end(invoice.id)
+        if len(self._currencies) > self._capacity:
+            self._currencies.popitem(last=False)

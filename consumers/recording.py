@@ -1,0 +1,268 @@
+"""Recording one event: its plan, then per part a claim, reconciliation, the invoice check, the call.
+
+`Recorder.record` never raises a `PaymentError`: it returns what it recorded and, if it had to
+stop, where and why (`Stopped`), so that the worker decides the message's fate once. Parts are
+recorded in order; a failure stops the event there, and a retry or replay resumes at the first
+part the ledger does not hold as recorded.
+
+Before a `record_payment` whose earlier attempt may have reached Chargebee (the ledger's
+`reconcile` mark: a lost answer, a 5xx, a crash mid-call, a replay) or whose idempotency key
+Chargebee may have forgotten, the payment is looked for in Chargebee first (`reconcile.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from consumers import confirmations
+from consumers.chargebee import ChargebeeClient, RecordResult
+from consumers.errors import Busy, OutcomeUnknown, PaymentError, UnmatchedInvoice, UnreadableAnswer
+from consumers.invoices import InvoiceBook
+from consumers.mapping import (
+    Part,
+    RecordPayment,
+    find_invoice,
+    invoice_pattern,
+    named_shares,
+    parts_of,
+    reference_ids,
+    share,
+    to_request,
+)
+from consumers.reconcile import find_recorded
+from service import tracing
+from service.events import Event
+from service.ledger import WHOLE, EventKey, History, Ledger, Recorded
+from service.metrics import Metrics
+from service.settings import LEASE_MARGIN_SECONDS, Settings
+
+log = logging.getLogger("payrelay.consumer")
+
+# Chargebee keeps an idempotency key for 30 minutes. A key older than this (less a margin for the
+# rate limiter and the call itself) is not resent before looking for the payment.
+IDEMPOTENCY_WINDOW = timedelta(minutes=30)
+_WINDOW_MARGIN = timedelta(minutes=5)
+
+
+@dataclass(frozen=True, slots=True)
+class Stopped:
+    """Where and why recording an event stopped; `claimed`: the ledger holds this delivery's claim."""
+
+    error: PaymentError
+    part: str = WHOLE
+    claimed: bool = False
+
+
+@dataclass(slots=True)
+class Attempt:
+    """What one delivery achieved: the recorded parts' stored confirmations, and where it stopped."""
+
+    recorded: list[tuple[str, bytes]] = field(default_factory=list)  # (part, confirmations)
+    new: int = 0  # parts Chargebee recorded (or reconciliation found) in this delivery
+    stopped: Stopped | None = None
+
+
+class Lease:
+    """Keeps a claim's lease long enough for the next call: renewed after each rate-limit permit."""
+
+    def __init__(self, ledger: Ledger, key: EventKey, part: str, owner: str, seconds: float, call: float):
+        self.ledger, self.key, self.part, self.owner, self.seconds = ledger, key, part, owner, seconds
+        self._spare = seconds - call - LEASE_MARGIN_SECONDS  # how long it may run before a call
+        self._since = time.monotonic()
+
+    async def keep(self) -> None:
+        if time.monotonic() - self._since <= self._spare:
+            return
+        if not await self.ledger.renew(
+            self.key, owner=self.owner, lease_seconds=self.seconds, part=self.part
+        ):
+            raise Busy("this delivery's lease on the payment was taken over while it waited")
+        self._since = time.monotonic()
+
+
+def must_reconcile(history: History, now: datetime, call_seconds: float) -> bool:
+    """Whether to look in Chargebee before calling: maybe recorded, or a key Chargebee may forget."""
+    horizon = IDEMPOTENCY_WINDOW - _WINDOW_MARGIN - timedelta(seconds=call_seconds)
+    return history.reconcile or now - history.key_first_used_at > horizon
+
+
+class Recorder:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        ledger: Ledger,
+        chargebee: ChargebeeClient,
+        invoices: InvoiceBook,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.chargebee = chargebee
+        self.invoices = invoices
+        self.metrics = metrics
+
+    async def record(
+        self, event: Event, key: EventKey, *, generation: int, owner: str, traceparent: str | None
+    ) -> Attempt:
+        attempt = Attempt()
+        try:
+            parts = await self._plan(event, key, traceparent)
+        except PaymentError as error:
+            attempt.stopped = Stopped(error)
+            return attempt
+        for part in parts:
+            try:
+                stored, new = await self._record_part(event, key, part, generation, owner, traceparent)
+            except Busy as error:
+                attempt.stopped = Stopped(error, part.name)
+                return attempt
+            except PaymentError as error:
+                attempt.stopped = Stopped(error, part.name, claimed=True)
+                return attempt
+            attempt.recorded.append((part.name, stored))
+            attempt.new += new
+        return attempt
+
+    async def _plan(self, event: Event, key: EventKey, traceparent: str | None) -> list[Part]:
+        """The parts of the event: named by it, or decided once from its references and kept."""
+        payment = event.payment
+        pattern = invoice_pattern(self.settings, key[0])
+        named = named_shares(payment, pattern)
+        if named is not None:
+            return parts_of(named)
+        if not payment.references:
+            raise UnmatchedInvoice("no invoice_id, and invoice_pattern found none in remittance or memo")
+        stored = await self.ledger.stored_plan(key)
+        if stored is None:
+            candidates = await self.invoices.candidates(reference_ids(payment), payment.currency, traceparent)
+            if candidates:
+                proposed = share(payment.amount, candidates)
+            else:
+                found = find_invoice(payment, pattern)
+                proposed = [] if found is None else [(found, payment.amount)]
+            if not proposed:
+                raise UnmatchedInvoice(
+                    f"no reference names a payable {payment.currency} invoice, and invoice_pattern found none"
+                )
+            stored = await self.ledger.plan(key, proposed)
+        return parts_of(stored)
+
+    async def _record_part(
+        self, event: Event, key: EventKey, part: Part, generation: int, owner: str, traceparent: str | None
+    ) -> tuple[bytes, int]:
+        """Record one part; returns its stored confirmations and 1 if this delivery recorded it."""
+        lease_seconds = self.settings.ledger_lease_seconds
+        claim = await self.ledger.claim(
+            key,
+            owner=owner,
+            lease_seconds=lease_seconds,
+            invoice_id=part.invoice_id,
+            generation=generation,
+            part=part.name,
+        )
+        if claim.status == "recorded":
+            assert claim.recorded is not None
+            return claim.recorded.confirmation, 0
+        if claim.status == "busy":
+            raise Busy("another consumer is recording this payment")
+        assert claim.history is not None
+        timeout = self.settings.chargebee_timeout_seconds
+        lease = Lease(self.ledger, key, part.name, owner, lease_seconds, timeout)
+        try:
+            result = await self._call(event, key, part, generation, claim.history, traceparent, lease)
+        except asyncio.CancelledError:
+            await self._cancelled(key, part, owner)
+            raise
+        now = datetime.now(UTC)
+        payment = event.payment
+        stored = confirmations.encode(
+            confirmations.build(key, event, part.invoice_id, result, now, part=part.name, amount=part.amount)
+        )
+        recorded = Recorded(
+            transaction_id=result.transaction_id,
+            invoice_id=part.invoice_id,
+            invoice_status=result.invoice_status,
+            amount_due=result.amount_due,
+            amount=part.amount,
+            currency=payment.currency,
+            recorded_at=now,
+            confirmation=stored,
+        )
+        await self.ledger.record_success(key, recorded, owner=owner, part=part.name)
+        log.info(
+            "recorded %r from %r on %s: %s %s, transaction %s, invoice %s%s%s",
+            event.id,
+            key[0],
+            part.invoice_id,
+            part.amount,
+            payment.currency,
+            result.transaction_id,
+            result.invoice_status,
+            f", {result.excess} to excess payments" if result.excess else "",
+            tracing.log_suffix(traceparent),
+        )
+        return stored, 1
+
+    async def _call(
+        self,
+        event: Event,
+        key: EventKey,
+        part: Part,
+        generation: int,
+        history: History,
+        traceparent: str | None,
+        lease: Lease,
+    ) -> RecordResult:
+        """Find the payment in Chargebee if it may be there, check the invoice, then record it."""
+        payment = event.payment
+        request = to_request(
+            self.settings, key, payment, part.invoice_id, generation, part=part.name, amount=part.amount
+        )
+        if must_reconcile(history, datetime.now(UTC), self.settings.chargebee_timeout_seconds):
+            found = await self._find(key, part, request, traceparent, lease)
+            if found is not None:
+                return found
+            if history.unreadable_200:
+                raise OutcomeUnknown(
+                    "Chargebee answered an earlier attempt 200 unreadably, and no such payment can be found"
+                )
+        await self.invoices.check(part.invoice_id, payment.currency, part.amount, traceparent, lease.keep)
+        try:
+            return await self.chargebee.record_payment(request, traceparent, lease.keep)
+        except UnreadableAnswer as unreadable:
+            try:
+                found = await self._find(key, part, request, traceparent, lease)
+            except PaymentError:
+                raise unreadable from None  # cannot read Chargebee now: retry, remembering the 200
+            if found is not None:
+                return found
+            raise OutcomeUnknown(f"{unreadable}, and no such payment can be found") from None
+
+    async def _find(
+        self, key: EventKey, part: Part, request: RecordPayment, traceparent: str | None, lease: Lease
+    ) -> RecordResult | None:
+        return await find_recorded(
+            self.chargebee, self.ledger, self.metrics, key, part.name, request, traceparent, lease.keep
+        )
+
+    async def _cancelled(self, key: EventKey, part: Part, owner: str) -> None:
+        """Shutdown cut an attempt short: what Chargebee did is unknown, so its successor looks first."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                self.ledger.record_failure(
+                    key,
+                    owner=owner,
+                    error="cancelled while recording",
+                    reason=None,
+                    final=False,
+                    part=part.name,
+                    maybe_recorded=True,
+                ),
+                timeout=2.0,
+            )

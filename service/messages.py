@@ -1,0 +1,37 @@
+"""The AMQP vocabulary payrelay's processes share: `x-payrelay-*` header names and their readers. Pure."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Final
+
+SOURCE: Final = "x-payrelay-source"  # the configured source an event came in through
+ATTEMPTS: Final = "x-payrelay-attempts"  # Chargebee attempts made for this message so far
+GENERATION: Final = "x-payrelay-generation"  # replays so far: part of the idempotency key
+LAST_ERROR: Final = "x-payrelay-last-error"
+REASON: Final = "x-payrelay-reason"
+ERROR: Final = "x-payrelay-error"
+FAILED_AT: Final = "x-payrelay-failed-at"
+CHARGEBEE_ERROR: Final = "x-payrelay-chargebee-error"
+TRACEPARENT: Final = "traceparent"
+
+
+def text(headers: dict[str, Any], name: str) -> str | None:
+    """A header as text (AMQP tables carry long strings as bytes), or None."""
+    value = headers.get(name)
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return None if value is None else str(value)
+
+
+def count(headers: dict[str, Any], name: str) -> int:
+    """A non-negative counter header; missing or malformed is 0."""
+    try:
+        return max(0, int(text(headers, name) or 0))
+    except ValueError:
+        return 0
+
+
+def rfc3339(moment: datetime) -> str:
+    """An aware time as RFC 3339 in UTC with a `Z`."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
