@@ -811,3 +811,21 @@ async def test_disconnect_fault_drops_the_connection_over_real_http() -> None:
             assert response.status == 200
             assert response.headers["chargebee-idempotency-replayed"] == "true"
             assert (await response.json())["invoice"]["amount_paid"] == 2500
+
+
+async def test_an_unreadable_fault_answers_200_with_html_and_may_commit(client: httpx.AsyncClient) -> None:
+    """`unreadable` (with after_commit) records the payment, then answers a 200 that is not JSON."""
+    await client.post(
+        "/sandbox/faults", json={"unreadable": True, "after_commit": True, "invoice_id": "INV-1001"}
+    )
+    answer = await client.post("/api/v1/invoices/INV-1001/record_payment", data=v1_form())
+    assert answer.status_code == 200 and answer.text.startswith("<html>")
+    assert (await client.get("/api/v1/invoices/INV-1001")).json()["invoice"]["amount_due"] == 10000 - 2500
+
+
+async def test_a_redirect_fault_answers_3xx_with_a_location(client: httpx.AsyncClient) -> None:
+    """A 3xx fault redirects elsewhere, recording nothing."""
+    await client.post("/sandbox/faults", json={"status": 302})
+    answer = await client.post("/api/v1/invoices/INV-1001/record_payment", data=v1_form())
+    assert (answer.status_code, answer.headers["location"]) == (302, "/moved")
+    assert (await client.get("/api/v1/invoices/INV-1001")).json()["invoice"]["amount_due"] == 10000

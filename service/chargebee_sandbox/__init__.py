@@ -109,7 +109,7 @@ Sandbox admin (no auth, JSON; errors are problem+json):
   DELETE /sandbox/requests        -> {"cleared": n}
   POST   /sandbox/faults          {"status"?, "count": 1, "operation": "record_payment", "invoice_id"?,
                                    "api_error_code"?, "message"?, "retry_after"?, "latency_ms"?,
-                                   "disconnect"?, "after_commit"?} -> 201 {"fault"}
+                                   "disconnect"?, "unreadable"?, "after_commit"?} -> 201 {"fault"}
   GET    /sandbox/faults          -> {"faults": [{...spec, "remaining"}]}
   DELETE /sandbox/faults          -> {"cleared": n}
   PUT    /sandbox/api-key         {"api_key"} -> 204
@@ -128,7 +128,9 @@ retrieve_invoice, list_invoices, list_transactions, retrieve_transaction, custom
 list), reads (every GET API call) or any; with `invoice_id`, only to calls naming that invoice
 (record_payment, retrieve invoice). It sleeps `latency_ms`, then answers `status` with a
 Chargebee error body (or drops the connection without a byte when `disconnect`), without
-recording; latency alone delays a normal call. With `after_commit` (record_payment only) the
+recording; `unreadable` answers 200 with an HTML page instead of Chargebee's JSON, and a `status`
+of 3xx redirects to /moved (both what a misbehaving proxy does, not Chargebee itself); latency
+alone delays a normal call. With `after_commit` (record_payment only) the
 payment is recorded and stored under the idempotency key first and only the answer is lost: the
 "did Chargebee get it?" case.
 

@@ -85,7 +85,8 @@ class CustomerSpec(BaseModel):
 class FaultSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    status: int | None = Field(default=None, ge=400, le=599)
+    # 3xx: a redirect (Location: /moved), as a misconfigured proxy or base path would answer.
+    status: int | None = Field(default=None, ge=300, le=599)
     count: int = Field(default=1, ge=1)
     operation: FaultOperation = "record_payment"
     invoice_id: str | None = None
@@ -94,14 +95,16 @@ class FaultSpec(BaseModel):
     retry_after: int | None = Field(default=None, ge=0)
     latency_ms: float = Field(default=0.0, ge=0, le=600_000)
     disconnect: bool = False
+    # 200 with a body that is not Chargebee's JSON (a proxy's page, a truncated answer).
+    unreadable: bool = False
     after_commit: bool = False
 
     @model_validator(mode="after")
     def _does_something(self) -> Self:
-        if self.status is None and not self.disconnect and not self.latency_ms:
-            raise ValueError("a fault needs status, latency_ms or disconnect")
-        if self.status is not None and self.disconnect:
-            raise ValueError("status and disconnect exclude each other")
+        if self.status is None and not self.disconnect and not self.unreadable and not self.latency_ms:
+            raise ValueError("a fault needs status, latency_ms, disconnect or unreadable")
+        if sum((self.status is not None, self.disconnect, self.unreadable)) > 1:
+            raise ValueError("status, disconnect and unreadable exclude each other")
         if self.after_commit and self.operation != "record_payment":
             raise ValueError("after_commit applies to record_payment only: reads commit nothing")
         if self.invoice_id is not None and not _COVERS[self.operation] & _NAMES_AN_INVOICE:
@@ -117,11 +120,15 @@ class FaultSpec(BaseModel):
     @property
     def breaks(self) -> bool:
         """Whether the caller gets something other than the normal answer."""
-        return self.status is not None or self.disconnect
+        return self.status is not None or self.disconnect or self.unreadable
 
     def reply(self) -> Reply:
+        if self.unreadable:
+            return Reply(200, b"<html><body>Service temporarily unavailable</body></html>")
         if self.status is None:
             return Reply(0)
+        if self.status < 400:
+            return Reply(self.status, b"", {"Location": "/moved"})
         code = self.api_error_code or STATUS_CODES.get(self.status) or _fallback_code(self.status)
         headers = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else None
         return error_reply(self.status, code, self.message, headers=headers)
