@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -138,17 +139,26 @@ async def capture_queue(
 
 
 @contextlib.asynccontextmanager
-async def sandbox_server(latency_ms: float = 0.0, rate_limit: int = 0) -> AsyncIterator[str]:
+async def sandbox_server(
+    latency_ms: float = 0.0, rate_limit: int = 0, clock: Callable[[], float] | None = None
+) -> AsyncIterator[str]:
     config = SandboxConfig(api_key=API_KEY, latency_ms=latency_ms, rate_limit=rate_limit)
+    if clock is not None:
+        config = dataclasses.replace(config, clock=clock)
     async with serve(create_sandbox(config)) as url:
         yield url
 
 
 @contextlib.asynccontextmanager
 async def pipeline(
-    prefix: str, ledger_url: str, amqp: aio_pika.abc.AbstractConnection, **overrides: Any
+    prefix: str,
+    ledger_url: str,
+    amqp: aio_pika.abc.AbstractConnection,
+    *,
+    sandbox_clock: Callable[[], float] | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[Pipeline]:
-    async with sandbox_server() as sandbox_url:
+    async with sandbox_server(clock=sandbox_clock) as sandbox_url:
         settings = pipeline_settings(prefix, ledger_url, sandbox_url, **overrides)
         async with (
             running_worker(settings) as worker,
