@@ -135,8 +135,10 @@ class Broker:
         """True while RabbitMQ blocks this connection's publishing (a memory or disk alarm)."""
         if self.connection is None or self.connection.is_closed:
             return False
-        # aiormq tracks connection.blocked/unblocked in a private event and offers no accessor.
-        unblocked = getattr(self.connection.transport, "_Connection__connection_unblocked", None)
+        # aiormq tracks connection.blocked/unblocked in a private event and offers no accessor
+        # (aio-pika's transport wraps the aiormq connection); the test of the alarm pins it down.
+        underlay = getattr(self.connection.transport, "connection", None)
+        unblocked = getattr(underlay, "_Connection__connection_unblocked", None)
         return isinstance(unblocked, asyncio.Event) and not unblocked.is_set()
 
     async def _supervise(self) -> None:

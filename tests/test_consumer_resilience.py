@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -16,7 +17,7 @@ import aiohttp
 import orjson
 import pytest
 
-from consumers.app import running_worker
+from consumers.app import health_app, running_worker
 from service.receiver import create_app as create_receiver
 from service.sender import example_event
 from service.settings import Settings
@@ -328,3 +329,75 @@ async def _retried(worker: Any) -> bool:
         for sample in metric.samples
         if sample.name.endswith("_total")
     )
+
+
+@pytest.mark.parametrize("role", ["consumer", "receiver"])
+async def test_a_changed_queue_argument_stops_the_process_with_one_clear_line(
+    prefix: str, tmp_path: Path, amqp: aio_pika.abc.AbstractConnection, role: str
+) -> None:
+    """The work queue exists with x-delivery-limit 20 and the configuration says 30: the process
+    exits 2 with one line naming the queue, the argument and the way out, instead of retrying for ever."""
+    from service.broker import declare_once
+    from service.topology import build
+
+    await declare_once("amqp://guest:guest@127.0.0.1:5672/", build(prefix, [1, 2], 20))
+    async with sandbox_server() as sandbox_url:
+        settings = pipeline_settings(prefix, f"sqlite:///{tmp_path / 'ledger.db'}", sandbox_url)
+        env = consumer_env(settings, tmp_path) | {"PAYRELAY_DELIVERY_LIMIT": "30"}
+        process = await asyncio.create_subprocess_exec(
+            PAYRELAY, role, "--port", str(free_port()), env=env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 2
+    text = err.decode()
+    assert "Traceback" not in text
+    last = text.strip().splitlines()[-1]
+    assert last.startswith("payrelay: RabbitMQ refused payrelay's topology")
+    assert (
+        "x-delivery-limit" in last and f"{prefix}.record-payment" in last and "PAYRELAY_AMQP_PREFIX" in last
+    )
+
+
+async def test_a_resource_alarm_blocks_publishing_not_acknowledging(
+    prefix: str, tmp_path: Path, amqp: aio_pika.abc.AbstractConnection
+) -> None:
+    """Under a memory alarm RabbitMQ blocks the publishing connection: /readyz says so (503,
+    blocked), while the intake connection, which acknowledges, is not blocked."""
+    from service.broker import BrokerUnavailable, Outgoing
+
+    ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
+    async with pipeline(prefix, ledger, amqp) as pipe:
+        port = free_port()
+        app = health_app(pipe.settings, pipe.worker, pipe.worker.broker, pipe.worker.metrics, pipe.http)
+        async with serve(app, port) as health_url:
+            alarm = await asyncio.create_subprocess_exec(
+                "rabbitmqctl", "set_vm_memory_high_watermark", "0.0000001"
+            )
+            await alarm.wait()
+            try:
+                probe = Outgoing(exchange=pipe.worker.topology.confirmations, routing_key="probe", body=b"{}",
+                                 message_id="probe", mandatory=False)  # fmt: skip
+                with contextlib.suppress(BrokerUnavailable):
+                    await pipe.worker.broker.publish([probe], within=2.0)
+                await until(lambda: _blocked(pipe), what="the publishing connection to be blocked")
+                async with pipe.http.get(f"{health_url}/readyz") as response:
+                    assert response.status == 503
+                    assert (await response.json())["blocked"] is True
+                assert pipe.worker.intake.blocked is False
+            finally:
+                restore = await asyncio.create_subprocess_exec(
+                    "rabbitmqctl", "set_vm_memory_high_watermark", "0.4"
+                )
+                await restore.wait()
+            await until(lambda: _unblocked(pipe), what="the alarm to clear")
+            async with pipe.http.get(f"{health_url}/readyz") as response:
+                assert response.status == 200
+
+
+async def _blocked(pipe: Pipeline) -> bool:
+    return pipe.worker.broker.blocked
+
+
+async def _unblocked(pipe: Pipeline) -> bool:
+    return not pipe.worker.broker.blocked
