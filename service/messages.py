@@ -15,6 +15,20 @@ FAILED_AT: Final = "x-payrelay-failed-at"
 CHARGEBEE_ERROR: Final = "x-payrelay-chargebee-error"
 TRACEPARENT: Final = "traceparent"
 
+# Every value of x-payrelay-reason (SPEC §6): the consumer's, and RabbitMQ's own.
+DEAD_LETTER_REASONS: Final = (
+    "invalid_event",
+    "unmatched_invoice",
+    "invoice_not_found",
+    "invoice_not_payable",
+    "currency_mismatch",
+    "overpayment",  # overpayment = "review", until the review queue exists
+    "rejected_by_chargebee",
+    "retries_exhausted",
+    "outcome_unknown",
+    "delivery_limit_exceeded",
+)
+
 
 def text(headers: dict[str, Any], name: str) -> str | None:
     """A header as text (AMQP tables carry long strings as bytes), or None."""

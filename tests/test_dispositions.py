@@ -218,3 +218,14 @@ def test_busy_uses_the_shortest_tier() -> None:
     retry = busy(TIERS, 4, rng())
     assert retry.tier == TIERS[0]
     assert 0.75 * 5 <= retry.delay <= 5
+
+
+def test_every_reason_the_consumer_gives_is_one_the_operators_know() -> None:
+    """Each PermanentError's reason, and retries_exhausted, is in the shared vocabulary (SPEC §6)."""
+    import consumers.errors as errors
+    from service.messages import DEAD_LETTER_REASONS
+
+    classes = [
+        c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.PermanentError)
+    ]
+    assert {c.reason for c in classes} | {"retries_exhausted"} <= set(DEAD_LETTER_REASONS)

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from service.dead_letters import EDITABLE, EditError, Filter, Outcome
+from service.messages import DEAD_LETTER_REASONS
 from service.ops import views
 from service.ops.api import query_filter
 from service.ops.auth import Operator
@@ -22,15 +23,7 @@ from service.ops.layout import Form, Layout, first, read_form
 from service.ops.operations import DEFAULT_LIST_LIMIT, BadRequest, Ops, PurgeRequest, ReplayRequest
 from service.ops.templating import Html, join, tag
 
-REASONS = (
-    "invoice_not_found",
-    "invoice_not_payable",
-    "rejected_by_chargebee",
-    "invalid_event",
-    "unmatched_invoice",
-    "retries_exhausted",
-    "delivery_limit_exceeded",
-)
+REASONS = DEAD_LETTER_REASONS
 SELECTOR_FIELDS = ("reason", "source", "type", "invoice", "older_than", "newer_than")
 
 
