@@ -94,9 +94,7 @@ async def running_worker(
     """Everything a worker needs, opened in order and closed in reverse; yields the running worker."""
     metrics = metrics or create_metrics()
     topology = build(settings.amqp_prefix, settings.retry_delays_seconds, settings.delivery_limit)
-    ledger = await Ledger.open(
-        settings.ledger_url, statement_timeout=settings.ledger_statement_timeout_seconds
-    )
+    ledger = await Ledger.configured(settings)
     connector = aiohttp.TCPConnector(limit=settings.consumer_prefetch, keepalive_timeout=60)
     session = aiohttp.ClientSession(connector=connector)
     client = ChargebeeClient(

@@ -31,7 +31,7 @@ async def _broker(settings: Settings) -> str:
 
 
 async def _ledger(settings: Settings) -> str:
-    ledger = await Ledger.open(settings.ledger_url)
+    ledger = await Ledger.configured(settings)
     try:
         await ledger.recent(limit=1)
     finally:

@@ -155,7 +155,7 @@ async def opened(settings: Settings) -> AsyncIterator[Context]:
     if not broker.ready or broker.connection is None:
         await broker.stop()
         raise BrokerUnavailable("cannot reach the broker")
-    ledger = await Ledger.open(settings.ledger_url)
+    ledger = await Ledger.configured(settings)
     try:
         yield Context(
             settings,

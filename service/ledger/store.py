@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -49,6 +49,9 @@ from service.ledger.tables import (
     Upserts,
     utc,
 )
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 log = logging.getLogger("payrelay.ledger")
 
@@ -99,6 +102,13 @@ class Ledger:
             await ledger.close()
             raise
         return ledger
+
+    @classmethod
+    async def configured(cls, settings: Settings) -> Ledger:
+        """The ledger the settings name (`ledger_url`, `ledger_statement_timeout_seconds`)."""
+        return await cls.open(
+            settings.ledger_url, statement_timeout=settings.ledger_statement_timeout_seconds
+        )
 
     async def close(self) -> None:
         if self._flusher is not None:

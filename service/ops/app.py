@@ -116,7 +116,7 @@ def create_app(
                 await the_broker.start(wait=5.0)
                 stack.push_async_callback(the_broker.stop)
             if ledger is None:
-                ops.ledger_ = await Ledger.open(settings.ledger_url)
+                ops.ledger_ = await Ledger.configured(settings)
                 stack.push_async_callback(ops.ledger.close)
             if http is None:
                 ops.http = await stack.enter_async_context(aiohttp.ClientSession())
