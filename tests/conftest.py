@@ -26,6 +26,24 @@ OLD_SECRET = "whsec_b2xkLXNlY3JldC1zdGlsbC12YWxpZA=="
 LOCKBOX_SECRET = "whsec_bG9ja2JveC10ZXN0LXNlY3JldCwgbm90IGFjbWUtYmFuaw=="
 
 
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """Each test on both ledger backends; event ids are fresh UUIDs, so tests share PostgreSQL's tables."""
+    return f"sqlite:///{tmp_path / 'ledger.db'}" if request.param == "sqlite" else POSTGRES_URL
+
+
+@pytest.fixture
+async def pipe(prefix: str, ledger_url: str, amqp: aio_pika.abc.AbstractConnection) -> AsyncIterator[Any]:
+    """The whole pipeline (tests/pipeline.py) on this test's prefix and ledger."""
+    from tests.pipeline import pipeline
+
+    async with pipeline(prefix, ledger_url, amqp) as running:
+        yield running
+
+
 @pytest.fixture
 def prefix() -> str:
     return f"t{uuid.uuid4().hex[:10]}"

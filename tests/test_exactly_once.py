@@ -14,7 +14,6 @@ import base64
 import os
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -31,22 +30,8 @@ from tests.pipeline import API_KEY, Pipeline, pipeline, until
 
 pytestmark = pytest.mark.usefixtures("rabbitmq_reachable")
 
-POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 PAYRELAY = str(Path(sys.executable).parent / "payrelay")
 OUTAGE = {"status": 503, "operation": "any", "count": 1000}
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'ledger.db'}" if request.param == "sqlite" else POSTGRES_URL
-
-
-@pytest.fixture
-async def pipe(
-    prefix: str, ledger_url: str, amqp: aio_pika.abc.AbstractConnection
-) -> AsyncIterator[Pipeline]:
-    async with pipeline(prefix, ledger_url, amqp) as running:
-        yield running
 
 
 def deposit(

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -20,22 +18,6 @@ from service.sender import example_event
 from tests.pipeline import Pipeline, pipeline, until
 
 pytestmark = pytest.mark.usefixtures("rabbitmq_reachable")
-
-POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    # Event ids are fresh UUIDs in every test, so tests share the PostgreSQL tables safely.
-    return f"sqlite:///{tmp_path / 'ledger.db'}" if request.param == "sqlite" else POSTGRES_URL
-
-
-@pytest.fixture
-async def pipe(
-    prefix: str, ledger_url: str, amqp: aio_pika.abc.AbstractConnection
-) -> AsyncIterator[Pipeline]:
-    async with pipeline(prefix, ledger_url, amqp) as running:
-        yield running
 
 
 def deposit(
