@@ -66,6 +66,10 @@ async def payments_on(pipe: Pipeline, invoice: str) -> list[dict[str, Any]]:
 
 async def replay_all(pipe: Pipeline, ledger_url: str) -> None:
     """`payrelay dlq replay --all --yes`, as an operator runs it after a fix."""
+    await dlq(pipe, ledger_url, "replay", "--all", "--yes")
+
+
+async def dlq(pipe: Pipeline, ledger_url: str, *args: str) -> str:
     env = {
         **os.environ,
         "PAYRELAY_AMQP_PREFIX": pipe.settings.amqp_prefix,
@@ -74,11 +78,11 @@ async def replay_all(pipe: Pipeline, ledger_url: str) -> None:
     }
     env.pop("PAYRELAY_CONFIG", None)
     process = await asyncio.create_subprocess_exec(
-        PAYRELAY, "dlq", "replay", "--all", "--yes", env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        PAYRELAY, "dlq", *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 0, err.decode()
+    return out.decode()
 
 
 async def redeliver(pipe: Pipeline, event: dict[str, Any]) -> None:
@@ -126,6 +130,8 @@ async def test_committed_then_outage_then_replay_records_once(
     await until(lambda: _called(pipe, "INV-1001"), what="the first attempt")
     await pipe.admin("POST", "/sandbox/faults", OUTAGE)  # before the retry, a second later
     await dead_lettered(pipe)
+    [letter] = orjson.loads(await dlq(pipe, ledger_url, "list", "--json"))
+    assert (letter["reason"], letter["attempts"]) == ("retries_exhausted", 3)
     assert len(await calls(pipe)) == 1  # nothing resent while Chargebee could not be read
     await pipe.admin("DELETE", "/sandbox/faults")
     assert len(await payments_on(pipe, "INV-1001")) == 1
@@ -316,14 +322,23 @@ async def test_an_unreadable_200_is_reconciled_at_once(pipe: Pipeline) -> None:
     assert len(await calls(pipe)) == 1
 
 
-async def test_an_unreadable_200_not_found_in_chargebee_goes_to_a_person(pipe: Pipeline) -> None:
-    """A 200 that cannot be read, and no such payment in Chargebee: outcome_unknown, never resent."""
+async def test_an_unreadable_200_not_found_in_chargebee_goes_to_a_person(
+    pipe: Pipeline, ledger_url: str
+) -> None:
+    """A 200 that cannot be read, and no such payment in Chargebee: outcome_unknown, never resent;
+    the person who checked replays it, and then it is recorded (once)."""
     await pipe.admin("POST", "/sandbox/faults", {"unreadable": True, "invoice_id": "INV-1007"})
     await pipe.send(deposit("INV-1007"))
-    [dead] = await pipe.dead_letters(1)
-    assert dead.headers["x-payrelay-reason"] == "outcome_unknown"
+    await dead_lettered(pipe)
+    [letter] = orjson.loads(await dlq(pipe, ledger_url, "list", "--json"))
+    assert letter["reason"] == "outcome_unknown"
     assert len(await calls(pipe)) == 1
     assert await payments_on(pipe, "INV-1007") == []
+    await replay_all(pipe, ledger_url)
+    [confirmation] = await pipe.confirmations(1, within=15)
+    [payment] = await payments_on(pipe, "INV-1007")
+    assert confirmation["data"]["transaction_id"] == payment["txn_id"]
+    assert len(await calls(pipe)) == 2
 
 
 # -- configuration faults, broker trouble --------------------------------------------------------

@@ -384,6 +384,17 @@ async def test_an_unreadable_200_is_remembered(ledger: Ledger) -> None:
     assert (seen.reconcile, seen.unreadable_200) == (True, True)
 
 
+async def test_a_replay_forgets_the_unreadable_200_but_still_reconciles(ledger: Ledger) -> None:
+    """After outcome_unknown a person replays: it looks in Chargebee again, and sends if not there."""
+    await history(ledger, "w1")
+    await ledger.record_failure(
+        KEY, owner="w1", error="outcome unknown", reason="outcome_unknown", final=True,
+        maybe_recorded=True, unreadable_200=True,
+    )  # fmt: skip
+    seen = await history(ledger, "w2", generation=1)
+    assert (seen.reconcile, seen.unreadable_200) == (True, False)
+
+
 async def test_taking_over_a_lapsed_lease_reconciles(ledger: Ledger) -> None:
     """The holder of a lapsed lease may have called Chargebee and died: its successor looks first."""
     await history(ledger, "w1", lease_seconds=0.01)

@@ -184,6 +184,8 @@ class Upserts:
                 (same_key, sa.func.coalesce(t.c.key_first_used_at, new.key_first_used_at)),
                 else_=new.key_first_used_at,
             ),
+            # A replay is a person's decision after outcome_unknown: not finding it then means send.
+            "unreadable_200": sa.and_(t.c.unreadable_200, same_key),
         }
         failure = insert_into(t)
         reported = sa.and_(
