@@ -181,7 +181,7 @@ class RecordPaymentWorker:
             event = events.validate(orjson.loads(message.body))
         except (orjson.JSONDecodeError, events.EventInvalid) as exc:
             return None, Attempt(stopped=Stopped(InvalidEvent(f"invalid event: {exc}")))
-        key: EventKey = (origin, event.source, event.id)
+        key = messages.identity(origin, event.source, event.id)
         attempt = await self.recorder.record(
             event,
             key,

@@ -1,9 +1,22 @@
-"""The AMQP vocabulary payrelay's processes share: `x-payrelay-*` header names and their readers. Pure."""
+"""The AMQP vocabulary payrelay's processes share: the event identity, `x-payrelay-*` headers, readers. Pure.
+
+An event's identity is (configured source it came in through, CloudEvent `source`, CloudEvent
+`id`), SPEC §2: the receiver deduplicates quick repeats by it, the ledger keys payments by it,
+confirmations and idempotency keys are derived from it.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any, Final
+
+EventKey = tuple[str, str, str]  # (configured source, CloudEvent source, CloudEvent id)
+
+
+def identity(origin: str, source: str, event_id: str) -> EventKey:
+    """The identity of an event that came in through `origin` (a configured source)."""
+    return (origin, source, event_id)
+
 
 SOURCE: Final = "x-payrelay-source"  # the configured source an event came in through
 ATTEMPTS: Final = "x-payrelay-attempts"  # Chargebee attempts made for this message so far
@@ -13,6 +26,12 @@ REASON: Final = "x-payrelay-reason"
 ERROR: Final = "x-payrelay-error"
 FAILED_AT: Final = "x-payrelay-failed-at"
 CHARGEBEE_ERROR: Final = "x-payrelay-chargebee-error"
+# Stamped by a replay (SPEC §6).
+REPLAYED_AT: Final = "x-payrelay-replayed-at"
+REPLAYED_BY: Final = "x-payrelay-replayed-by"
+PREVIOUS_REASON: Final = "x-payrelay-previous-reason"
+EDITS: Final = "x-payrelay-edits"
+ORIGINAL: Final = "x-payrelay-original"
 TRACEPARENT: Final = "traceparent"
 
 # Every value of x-payrelay-reason (SPEC §6): the consumer's, and RabbitMQ's own.

@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service import events as ev
-from service import tracing
+from service import messages, tracing
 from service.broker import Broker, BrokerUnavailable, Outgoing
 from service.metrics import Metrics, create_metrics
 from service.openapi import openapi_document
@@ -59,13 +59,13 @@ class RecentIdentities:
     """
 
     def __init__(self, capacity: int = 100_000) -> None:
-        self._seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        self._seen: OrderedDict[messages.EventKey, None] = OrderedDict()
         self._capacity = capacity
 
-    def __contains__(self, identity: tuple[str, str, str]) -> bool:
+    def __contains__(self, identity: messages.EventKey) -> bool:
         return identity in self._seen
 
-    def add(self, identity: tuple[str, str, str]) -> None:
+    def add(self, identity: messages.EventKey) -> None:
         self._seen[identity] = None
         if len(self._seen) > self._capacity:
             self._seen.popitem(last=False)
@@ -178,13 +178,13 @@ class Ingest:
         types: dict[str, int] = {}
         outgoing: list[Outgoing] = []
         identities = []
-        headers = {"x-payrelay-source": source.name}
+        headers: dict[str, Any] = {messages.SOURCE: source.name}
         traceparent = tracing.valid(request.headers.get("traceparent"))
         if traceparent:
             headers["traceparent"] = traceparent
         for event in events:
             types[event.type] = types.get(event.type, 0) + 1
-            identity = (source.name, event.source, event.id)
+            identity = messages.identity(source.name, event.source, event.id)
             if identity in self.recent or identity in identities:
                 continue
             identities.append(identity)

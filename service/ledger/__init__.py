@@ -23,8 +23,9 @@ group-commit writer).
 """
 
 from service.ledger.engine import async_url
-from service.ledger.records import WHOLE, AuditRecord, Claim, Entry, EventKey, History, Recorded, Unconfirmed
+from service.ledger.records import WHOLE, AuditRecord, Claim, Entry, History, Recorded, Unconfirmed
 from service.ledger.store import Ledger
+from service.messages import EventKey
 
 __all__ = [
     "WHOLE",

@@ -9,8 +9,8 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from service.ledger.tables import EVENT_COLUMNS
+from service.messages import EventKey
 
-EventKey = tuple[str, str, str]  # (configured source, CloudEvent source, CloudEvent id)
 WHOLE = ""  # the part of an event recorded on one invoice; a split event's parts are invoice ids
 
 

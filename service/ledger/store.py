@@ -21,7 +21,6 @@ from service.ledger.records import (
     AuditRecord,
     Claim,
     Entry,
-    EventKey,
     History,
     Recorded,
     Unconfirmed,
@@ -49,6 +48,7 @@ from service.ledger.tables import (
     Upserts,
     utc,
 )
+from service.messages import EventKey
 
 if TYPE_CHECKING:
     from service.settings import Settings
