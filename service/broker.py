@@ -19,7 +19,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import aio_pika
 import aiormq
@@ -60,6 +60,35 @@ class Outgoing:
 
 
 OnConnect = Callable[[AbstractConnection], Awaitable[None]]
+
+
+class Publisher(Protocol):
+    """What publishing durably takes: `Broker` in production, `MemoryPublisher` in HTTP tests."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    async def publish(self, messages: Sequence[Outgoing], within: float | None = None) -> None: ...
+
+
+class MemoryPublisher:
+    """A publisher that keeps what it is given, for testing HTTP contracts in-process.
+
+    Messages are built (and checked) exactly as `Broker` builds them; `refuse` makes every
+    publish fail as a broker that is down or nacks would, and `ready` is what `/readyz` sees.
+    """
+
+    def __init__(self) -> None:
+        self.published: list[Outgoing] = []
+        self.refuse: str | None = None
+        self.ready = True
+
+    async def publish(self, messages: Sequence[Outgoing], within: float | None = None) -> None:
+        for message in messages:
+            _message(message)
+        if self.refuse is not None:
+            raise BrokerUnavailable(self.refuse)
+        self.published.extend(messages)
 
 
 class Broker:

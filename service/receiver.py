@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from service import events as ev
 from service import messages, tracing
-from service.broker import Broker, BrokerUnavailable, Outgoing
+from service.broker import Broker, BrokerUnavailable, Outgoing, Publisher
 from service.metrics import Metrics, create_metrics
 from service.openapi import openapi_document
 from service.problems import problem
@@ -103,9 +103,11 @@ async def read_body(request: Request, limit: int) -> bytes:
 class Ingest:
     """The ingest endpoint with everything it needs, built once per app."""
 
-    def __init__(self, settings: Settings, broker: Broker, topology: Topology, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: Settings, publisher: Publisher, topology: Topology, metrics: Metrics
+    ) -> None:
         self.settings = settings
-        self.broker = broker
+        self.publisher = publisher
         self.topology = topology
         self.metrics = metrics
         self.sources = source_configs(settings)
@@ -201,7 +203,7 @@ class Ingest:
         if outgoing:
             started = time.perf_counter()
             try:
-                await self.broker.publish(outgoing)
+                await self.publisher.publish(outgoing)
             except BrokerUnavailable as exc:
                 log.warning("ingest from %s not accepted: %s", source.name, exc)
                 return problem(
@@ -224,36 +226,38 @@ class Ingest:
 
 
 def create_app(
-    settings: Settings, *, broker: Broker | None = None, metrics: Metrics | None = None
+    settings: Settings, *, publisher: Publisher | None = None, metrics: Metrics | None = None
 ) -> Starlette:
-    """The receiver ASGI app. Without `broker`, the lifespan opens (and closes) one."""
+    """The receiver ASGI app. Without `publisher`, the lifespan opens (and closes) a `Broker`."""
     metrics = metrics or create_metrics()
     topology = build(settings.amqp_prefix, settings.retry_delays_seconds, settings.delivery_limit)
-    owned = broker is None
-    the_broker = broker or Broker(
-        settings.amqp_url.get_secret_value(),
-        topology,
-        publish_timeout=settings.publish_timeout_seconds,
-        name="payrelay-receiver",
-    )
-    ingest = Ingest(settings, the_broker, topology, metrics)
+    owned: Broker | None = None
+    if publisher is None:
+        publisher = owned = Broker(
+            settings.amqp_url.get_secret_value(),
+            topology,
+            publish_timeout=settings.publish_timeout_seconds,
+            name="payrelay-receiver",
+        )
+    the_publisher = publisher
+    ingest = Ingest(settings, the_publisher, topology, metrics)
     document = orjson.dumps(openapi_document(settings))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if owned:
-            await the_broker.start(wait=5.0)
+        if owned is not None:
+            await owned.start(wait=5.0)
         try:
             yield
         finally:
-            if owned:
-                await the_broker.stop()
+            if owned is not None:
+                await owned.stop()
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        if the_broker.ready:
+        if the_publisher.ready:
             return JSONResponse({"status": "ready", "broker": "open"})
         return JSONResponse({"status": "not ready", "broker": "closed"}, status_code=503)
 
@@ -278,6 +282,6 @@ def create_app(
         ],
         lifespan=lifespan,
     )
-    app.state.broker = the_broker
+    app.state.publisher = the_publisher
     app.state.metrics = metrics
     return app
