@@ -25,27 +25,45 @@ BATCH = "application/cloudevents-batch+json"
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2}))?\Z", re.ASCII
 )
-INVOICE_ID = re.compile(r"^(?!\.+\Z)[A-Za-z0-9_.\-]{1,50}\Z")
+# The contract's patterns and limits, in one place: validated here, published in /openapi.json
+# (service/openapi.py). Patterns are unanchored bodies in the syntax both Python and JSON Schema
+# read; `anchored` makes a whole-string Python pattern of one.
+INVOICE_ID_PATTERN = r"(?!\.+$)[A-Za-z0-9_.\-]{1,50}"
+LAST4_PATTERN = r"[0-9]{4}"
+ROUTING_NUMBER_PATTERN = r"[0-9]{9}"
+FINGERPRINT_PATTERN = r"[A-Za-z0-9_:=+/\-]{1,128}"
+MAX_TEXT = 2000  # remittance_information, memo
+MAX_REFERENCE = 100  # bank_reference, check_number, each of references
+MAX_NAME = 200  # payer.name
+# `id` becomes the AMQP message_id, a short string of at most 255 bytes; `source` is kept to the
+# same bound, since together they are the event's identity.
+MAX_IDENTITY_BYTES = 255
+MAX_ALLOCATIONS = 100
+MAX_REFERENCES = 50
+
+
+def anchored(body: str) -> re.Pattern[str]:
+    """A contract pattern matching a whole string (and no trailing newline), ASCII classes only."""
+    return re.compile(rf"^(?:{body})\Z", re.ASCII)
+
+
+INVOICE_ID = anchored(INVOICE_ID_PATTERN)
 _INVOICE_ID_RULE = "1-50 letters, digits, '_', '-' or '.'"
 # Party fields: name -> (pattern, what the sender is told when a value does not match).
-_LAST4 = (re.compile(r"^[0-9]{4}\Z"), "must be 4 digits (the last four, never a full account number)")
+_LAST4 = (anchored(LAST4_PATTERN), "must be 4 digits (the last four, never a full account number)")
 _PAYER_FIELDS = {
     "account_last4": _LAST4,
     "account_fingerprint": (
-        re.compile(r"^[A-Za-z0-9_:=+/-]{1,128}\Z"),
+        anchored(FINGERPRINT_PATTERN),
         "must be 1-128 characters of A-Z, a-z, 0-9, '_', ':', '=', '+', '/' or '-'",
     ),
 }
-_MICR_FIELDS = {"routing_number": (re.compile(r"^[0-9]{9}\Z"), "must be 9 digits"), "account_last4": _LAST4}
+_MICR_FIELDS = {
+    "routing_number": (anchored(ROUTING_NUMBER_PATTERN), "must be 9 digits"),
+    "account_last4": _LAST4,
+}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_MAX_TEXT = 2000
-_MAX_REFERENCE = 100
-# `id` becomes the AMQP message_id, a short string of at most 255 bytes; `source` is kept to the
-# same bound, since together they are the event's identity.
-_MAX_IDENTITY_BYTES = 255
-_MAX_ALLOCATIONS = 100
 _ALLOCATION_KEYS = frozenset({"invoice_id", "amount"})
-_MAX_REFERENCES = 50
 
 # type -> (reference field, time field)
 _SHAPES = {"bank.deposit": ("bank_reference", "booked_at"), "check.scan": ("check_number", "scanned_at")}
@@ -188,8 +206,10 @@ def _check_party(
     for name, item in value.items():
         rule = fields.get(name)
         if name == "name":
-            if not isinstance(item, str) or len(item) > 200:
-                errors.append(FieldError(f"data.{key}.name", "must be a string of at most 200 characters"))
+            if not isinstance(item, str) or len(item) > MAX_NAME:
+                errors.append(
+                    FieldError(f"data.{key}.name", f"must be a string of at most {MAX_NAME} characters")
+                )
         elif rule is None:
             errors.append(FieldError(f"data.{key}.{name}", "is not a known field"))
         elif not isinstance(item, str) or not rule[0].match(item):
@@ -252,8 +272,8 @@ def _allocations(
     if data.get("invoice_id") is not None:
         message = "give either data.invoice_id or data.allocations, not both"
         errors.append(FieldError("data.invoice_id", message))
-    if not isinstance(value, list) or not 0 < len(value) <= _MAX_ALLOCATIONS:
-        message = f"must be a list of 1 to {_MAX_ALLOCATIONS} objects {{invoice_id, amount}}"
+    if not isinstance(value, list) or not 0 < len(value) <= MAX_ALLOCATIONS:
+        message = f"must be a list of 1 to {MAX_ALLOCATIONS} objects {{invoice_id, amount}}"
         errors.append(FieldError("data.allocations", message))
         return ()
     before = len(errors)
@@ -287,12 +307,12 @@ def _references(data: dict[str, Any], errors: list[FieldError]) -> tuple[str, ..
     value = data.get("references")
     if value is None:
         return ()
-    if not isinstance(value, list) or not 0 < len(value) <= _MAX_REFERENCES:
-        errors.append(FieldError("data.references", f"must be a list of 1 to {_MAX_REFERENCES} strings"))
+    if not isinstance(value, list) or not 0 < len(value) <= MAX_REFERENCES:
+        errors.append(FieldError("data.references", f"must be a list of 1 to {MAX_REFERENCES} strings"))
         return ()
     failing = [i for i, item in enumerate(value) if not _is_reference(item)]
     for index in failing:
-        message = f"must be a non-empty string of at most {_MAX_REFERENCE} characters, no control characters"
+        message = f"must be a non-empty string of at most {MAX_REFERENCE} characters, no control characters"
         errors.append(FieldError(f"data.references[{index}]", message))
     return () if failing else tuple(value)
 
@@ -301,7 +321,7 @@ def _is_reference(item: Any) -> bool:
     return (
         isinstance(item, str)
         and bool(item.strip())
-        and len(item) <= _MAX_REFERENCE
+        and len(item) <= MAX_REFERENCE
         and not _CONTROL.search(item)
     )
 
@@ -318,14 +338,14 @@ def _payment(event_type: str, data: dict[str, Any], errors: list[FieldError]) ->
             paid_at = parse_time(data[time_key])
         except ValueError as exc:
             errors.append(FieldError(f"data.{time_key}", str(exc)))
-    reference = _text(data, reference_key, errors, limit=_MAX_REFERENCE, required=True)
+    reference = _text(data, reference_key, errors, limit=MAX_REFERENCE, required=True)
     invoice_id = data.get("invoice_id")
     if invoice_id is not None and (not isinstance(invoice_id, str) or not INVOICE_ID.match(invoice_id)):
         errors.append(FieldError("data.invoice_id", "must be " + _INVOICE_ID_RULE))
     allocations = _allocations(data, amount, currency, errors)
     references = _references(data, errors)
-    remittance = _text(data, "remittance_information", errors, limit=_MAX_TEXT, required=False)
-    memo = _text(data, "memo", errors, limit=_MAX_TEXT, required=False)
+    remittance = _text(data, "remittance_information", errors, limit=MAX_TEXT, required=False)
+    memo = _text(data, "memo", errors, limit=MAX_TEXT, required=False)
     _check_party(data, "payer", _PAYER_FIELDS, errors)
     if event_type == "check.scan":
         _check_party(data, "micr", _MICR_FIELDS, errors)
@@ -356,8 +376,8 @@ def _attributes(
         value = raw.get(key)
         if not isinstance(value, str) or not value:
             errors.append(FieldError(key, "is required: a non-empty string"))
-        elif (size := len(value.encode("utf-8", "surrogatepass"))) > _MAX_IDENTITY_BYTES:
-            message = f"must be at most {_MAX_IDENTITY_BYTES} bytes in UTF-8; this one is {size}"
+        elif (size := len(value.encode("utf-8", "surrogatepass"))) > MAX_IDENTITY_BYTES:
+            message = f"must be at most {MAX_IDENTITY_BYTES} bytes in UTF-8; this one is {size}"
             errors.append(FieldError(key, message))
     event_type = raw.get("type")
     if event_type not in EVENT_TYPES:

@@ -26,6 +26,9 @@ _EXPONENTS.update({"CLF": 4, "UYW": 4})
 _AMOUNT = re.compile(r"^([0-9]+)(?:\.([0-9]+))?\Z")
 # Minor units are stored and sent as signed 64-bit integers (the ledger, Chargebee).
 MAX_MINOR_UNITS = 2**63 - 1
+MAX_WHOLE_DIGITS = 15
+# What /openapi.json publishes for an amount (service/openapi.py); the rules above are the detail.
+DECIMAL_PATTERN = rf"^[0-9]{{1,{MAX_WHOLE_DIGITS}}}(\.[0-9]+)?$"
 
 
 class AmountError(ValueError):
@@ -67,8 +70,10 @@ def to_minor_units(amount: str, currency: str) -> int:
     whole, fraction = match.group(1), match.group(2) or ""
     if len(fraction) > digits:
         raise AmountError(f"{currency} has {digits} decimal place(s); {_shown(amount)} has {len(fraction)}")
-    if len(whole) > 15:  # before int(), which raises a bare ValueError past 4300 digits
-        raise AmountError(f"{_shown(amount)} is too large: at most 15 digits before the point")
+    if len(whole) > MAX_WHOLE_DIGITS:  # before int(), which raises a bare ValueError past 4300 digits
+        raise AmountError(
+            f"{_shown(amount)} is too large: at most {MAX_WHOLE_DIGITS} digits before the point"
+        )
     minor = int(whole + fraction.ljust(digits, "0"))
     if minor == 0:
         raise AmountError("amount must be greater than zero")

@@ -8,25 +8,43 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.money import known_currencies
+from service.events import (
+    FINGERPRINT_PATTERN,
+    INVOICE_ID_PATTERN,
+    LAST4_PATTERN,
+    MAX_ALLOCATIONS,
+    MAX_IDENTITY_BYTES,
+    MAX_NAME,
+    MAX_REFERENCE,
+    MAX_REFERENCES,
+    MAX_TEXT,
+    ROUTING_NUMBER_PATTERN,
+)
+from service.money import DECIMAL_PATTERN, known_currencies
 from service.settings import Settings
+
+
+def _whole(body: str) -> str:
+    """A contract pattern body as a JSON Schema pattern for the whole string."""
+    return f"^(?:{body})$"
+
 
 # [0-9], not \d: a Python-based fuzzer reads \d as any Unicode digit, which the receiver refuses.
 _DECIMAL = {
     "type": "string",
-    "pattern": r"^[0-9]{1,15}(\.[0-9]+)?$",
+    "pattern": DECIMAL_PATTERN,
     "description": "Major units, at most the currency's ISO 4217 decimals, greater than zero",
     "examples": ["1250.00"],
 }
 _TIME = {"type": "string", "format": "date-time"}
-_INVOICE_ID = {"type": "string", "pattern": r"^(?!\.+$)[A-Za-z0-9_.\-]{1,50}$"}
-_LAST4 = {"type": "string", "pattern": r"^[0-9]{4}$"}
+_INVOICE_ID = {"type": "string", "pattern": _whole(INVOICE_ID_PATTERN)}
+_LAST4 = {"type": "string", "pattern": _whole(LAST4_PATTERN)}
 _PARTY = {
     "type": "object",
     "properties": {
-        "name": {"type": "string", "maxLength": 200},
+        "name": {"type": "string", "maxLength": MAX_NAME},
         "account_last4": _LAST4,
-        "account_fingerprint": {"type": "string", "pattern": r"^[A-Za-z0-9_:=+/\-]{1,128}$"},
+        "account_fingerprint": {"type": "string", "pattern": _whole(FINGERPRINT_PATTERN)},
     },
     "additionalProperties": False,
 }
@@ -37,7 +55,7 @@ _ALLOCATIONS = {
         "summing exactly to `amount`; not together with `invoice_id`"
     ),
     "minItems": 1,
-    "maxItems": 100,
+    "maxItems": MAX_ALLOCATIONS,
     "items": {
         "type": "object",
         "required": ["invoice_id", "amount"],
@@ -51,11 +69,11 @@ _REFERENCES = {
     "type": "array",
     "description": "Invoice numbers or creditor references the remitter gave, in their order",
     "minItems": 1,
-    "maxItems": 50,
+    "maxItems": MAX_REFERENCES,
     # Not blank, and no control character anywhere.
     "items": {
         "type": "string",
-        "maxLength": 100,
+        "maxLength": MAX_REFERENCE,
         "pattern": rf"^{_NO_CONTROL}*[^\s{_CONTROL}]{_NO_CONTROL}*$",
     },
 }
@@ -65,13 +83,18 @@ _COMMON_DATA = {
     "invoice_id": _INVOICE_ID,
     "allocations": _ALLOCATIONS,
     "references": _REFERENCES,
-    "remittance_information": {"type": "string", "pattern": r"\S", "maxLength": 2000},
-    "memo": {"type": "string", "pattern": r"\S", "maxLength": 2000},
+    "remittance_information": {"type": "string", "pattern": r"\S", "maxLength": MAX_TEXT},
+    "memo": {"type": "string", "pattern": r"\S", "maxLength": MAX_TEXT},
     "payer": _PARTY,
 }
 # `id` becomes the AMQP message_id: at most 255 bytes in UTF-8, which JSON Schema cannot count;
 # maxLength (characters) is the bound it can state.
-_IDENTITY = {"type": "string", "minLength": 1, "maxLength": 255, "description": "At most 255 bytes in UTF-8"}
+_IDENTITY = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_IDENTITY_BYTES,
+    "description": f"At most {MAX_IDENTITY_BYTES} bytes in UTF-8",
+}
 
 
 def _event(event_type: str, reference: str, when: str, extra: dict[str, Any]) -> dict[str, Any]:
@@ -92,7 +115,7 @@ def _event(event_type: str, reference: str, when: str, extra: dict[str, Any]) ->
                 "properties": {
                     **_COMMON_DATA,
                     when: _TIME,
-                    reference: {"type": "string", "pattern": r"\S", "maxLength": 100},
+                    reference: {"type": "string", "pattern": r"\S", "maxLength": MAX_REFERENCE},
                     **extra,
                 },
             },
@@ -128,7 +151,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
     micr = {
         "type": "object",
         "properties": {
-            "routing_number": {"type": "string", "pattern": r"^[0-9]{9}$"},
+            "routing_number": {"type": "string", "pattern": _whole(ROUTING_NUMBER_PATTERN)},
             "account_last4": _LAST4,
         },
         "additionalProperties": False,
