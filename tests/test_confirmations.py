@@ -13,29 +13,20 @@ from consumers.chargebee import RecordResult
 from consumers.confirmations import build, confirmation_id, encode, outgoing
 from service.broker import Outgoing
 from service.events import Event, validate
+from tests.factories import check, deposit
 
 KEY = ("acme-bank", "urn:acme:core", "evt-1")
 AT = datetime(2026, 11, 25, 9, 30, 5, tzinfo=UTC)
 
 
-def deposit(**data: Any) -> Event:
-    body = {"amount": "1250.00", "currency": "USD", "booked_at": "2026-11-25T10:00:00+02:00"}
-    body |= {"bank_reference": "BR-778"} | data
-    raw = {
-        "specversion": "1.0",
-        "id": "evt-1",
-        "source": "urn:acme:core",
-        "type": "bank.deposit",
-        "data": body,
-    }
-    return validate(raw)
+def deposit_event(**data: Any) -> Event:
+    return validate(deposit(**({"booked_at": "2026-11-25T10:00:00+02:00"} | data)))
 
 
-def check(**data: Any) -> Event:
-    body = {"amount": "12.345", "currency": "BHD", "scanned_at": "2026-11-25T10:00:00Z"}
-    body |= {"check_number": "10442"} | data
-    raw = {"specversion": "1.0", "id": "chk-9", "source": "urn:lockbox", "type": "check.scan", "data": body}
-    return validate(raw)
+def check_event(**data: Any) -> Event:
+    return validate(
+        check(id="chk-9", source="urn:lockbox", **({"amount": "12.345", "currency": "BHD"} | data))
+    )
 
 
 def recorded(status: str = "paid", amount_due: int = 0) -> RecordResult:
@@ -58,7 +49,7 @@ def types(events: list[dict[str, Any]]) -> list[str]:
 
 def test_paid_invoice_gets_both_events() -> None:
     """A payment that leaves the invoice paid: payment.recorded and invoice.paid."""
-    assert types(build(KEY, deposit(), "INV-1", recorded("paid"), AT)) == [
+    assert types(build(KEY, deposit_event(), "INV-1", recorded("paid"), AT)) == [
         "payment.recorded",
         "invoice.paid",
     ]
@@ -67,13 +58,13 @@ def test_paid_invoice_gets_both_events() -> None:
 @pytest.mark.parametrize("status", ["payment_due", "not_paid", "posted", "PAID", ""])
 def test_unpaid_invoice_gets_payment_recorded_only(status: str) -> None:
     """Any status but exactly 'paid': payment.recorded alone."""
-    events = build(KEY, deposit(), "INV-1", recorded(status, amount_due=500), AT)
+    events = build(KEY, deposit_event(), "INV-1", recorded(status, amount_due=500), AT)
     assert types(events) == ["payment.recorded"]
 
 
 def test_data_has_every_spec_field() -> None:
     """data carries SPEC §5's fields with the event's and Chargebee's values."""
-    event = build(KEY, deposit(), "INV-1", recorded("payment_due", amount_due=2500), AT)[0]
+    event = build(KEY, deposit_event(), "INV-1", recorded("payment_due", amount_due=2500), AT)[0]
     assert event["data"] == {
         "invoice_id": "INV-1",
         "transaction_id": "txn_1",
@@ -92,7 +83,7 @@ def test_data_has_every_spec_field() -> None:
 def test_check_data() -> None:
     """A check.scan: method check, check number as reference, BHD amount in minor units."""
     key = ("lockbox", "urn:lockbox", "chk-9")
-    data = build(key, check(), "INV-2", recorded(), AT)[0]["data"]
+    data = build(key, check_event(), "INV-2", recorded(), AT)[0]["data"]
     assert (data["amount"], data["currency"]) == (12345, "BHD")
     assert (data["payment_method"], data["reference_number"]) == ("check", "10442")
     assert data["cause"] == {"source": "urn:lockbox", "id": "chk-9", "type": "check.scan"}
@@ -101,19 +92,19 @@ def test_check_data() -> None:
 
 def test_invoice_paid_carries_the_same_data() -> None:
     """Both confirmations of one payment describe it identically."""
-    recorded_event, paid_event = build(KEY, deposit(), "INV-1", recorded("paid"), AT)
+    recorded_event, paid_event = build(KEY, deposit_event(), "INV-1", recorded("paid"), AT)
     assert recorded_event["data"] == paid_event["data"]
 
 
 def test_paid_at_is_utc_with_z() -> None:
     """paid_at is RFC 3339 in UTC with a Z, fractions kept."""
-    event = build(KEY, deposit(booked_at="2026-11-25T10:00:00.5-05:00"), "INV-1", recorded(), AT)[0]
+    event = build(KEY, deposit_event(booked_at="2026-11-25T10:00:00.5-05:00"), "INV-1", recorded(), AT)[0]
     assert event["data"]["paid_at"] == "2026-11-25T15:00:00.500000Z"
 
 
 def test_envelope_attributes() -> None:
     """specversion 1.0, source payrelay, JSON data, the invoice as subject and `at` as time."""
-    for event in build(KEY, deposit(), "INV-1", recorded(), AT):
+    for event in build(KEY, deposit_event(), "INV-1", recorded(), AT):
         assert event["specversion"] == "1.0"
         assert event["source"] == "payrelay"
         assert event["datacontenttype"] == "application/json"
@@ -123,7 +114,7 @@ def test_envelope_attributes() -> None:
 
 def test_ids_are_the_confirmation_ids() -> None:
     """Each event's id is confirmation_id(identity, type), a UUID."""
-    for event in build(KEY, deposit(), "INV-1", recorded(), AT):
+    for event in build(KEY, deposit_event(), "INV-1", recorded(), AT):
         assert event["id"] == confirmation_id(KEY, event["type"])
         assert uuid.UUID(event["id"]).version == 5
 
@@ -139,8 +130,8 @@ def test_ids_are_stable() -> None:
 
 def test_ids_stable_across_builds() -> None:
     """Building again later, for a redelivery, yields the same ids."""
-    first = build(KEY, deposit(), "INV-1", recorded(), AT)
-    again = build(KEY, deposit(), "INV-1", recorded(), datetime(2026, 12, 1, tzinfo=UTC))
+    first = build(KEY, deposit_event(), "INV-1", recorded(), AT)
+    again = build(KEY, deposit_event(), "INV-1", recorded(), datetime(2026, 12, 1, tzinfo=UTC))
     assert [e["id"] for e in first] == [e["id"] for e in again]
 
 
@@ -178,7 +169,7 @@ def test_ids_differ_when_identity_parts_contain_the_separator() -> None:
 
 def test_round_trip_to_outgoing() -> None:
     """encode then outgoing: one message per event, routed by type, id as message_id."""
-    events = build(KEY, deposit(), "INV-1", recorded("paid"), AT)
+    events = build(KEY, deposit_event(), "INV-1", recorded("paid"), AT)
     headers = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
     messages = outgoing("payrelay.confirmations", encode(events), headers)
     assert messages == [
@@ -197,24 +188,24 @@ def test_round_trip_to_outgoing() -> None:
 
 def test_outgoing_bodies_decode_to_the_events() -> None:
     """Each message body is the CloudEvent itself."""
-    events = build(KEY, deposit(), "INV-1", recorded("paid"), AT)
+    events = build(KEY, deposit_event(), "INV-1", recorded("paid"), AT)
     messages = outgoing("x", encode(events), {})
     assert [orjson.loads(m.body) for m in messages] == events
 
 
 def test_outgoing_is_not_mandatory() -> None:
     """Confirmations with no bound downstream queue are not a failure."""
-    messages = outgoing("x", encode(build(KEY, deposit(), "INV-1", recorded(), AT)), {})
+    messages = outgoing("x", encode(build(KEY, deposit_event(), "INV-1", recorded(), AT)), {})
     assert [m.mandatory for m in messages] == [False, False]
 
 
 def test_outgoing_content_type_is_cloudevents() -> None:
     """Messages are typed application/cloudevents+json."""
-    messages = outgoing("x", encode(build(KEY, deposit(), "INV-1", recorded(), AT)), {})
+    messages = outgoing("x", encode(build(KEY, deposit_event(), "INV-1", recorded(), AT)), {})
     assert {m.content_type for m in messages} == {"application/cloudevents+json"}
 
 
 def test_encode_is_deterministic() -> None:
     """The same confirmations encode to the same bytes (a duplicate republishes them byte for byte)."""
-    events = build(KEY, deposit(), "INV-1", recorded(), AT)
-    assert encode(events) == encode(build(KEY, deposit(), "INV-1", recorded(), AT))
+    events = build(KEY, deposit_event(), "INV-1", recorded(), AT)
+    assert encode(events) == encode(build(KEY, deposit_event(), "INV-1", recorded(), AT))

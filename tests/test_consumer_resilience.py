@@ -19,9 +19,9 @@ import pytest
 
 from consumers.app import health_app, running_worker
 from service.receiver import create_app as create_receiver
-from service.sender import example_event
 from service.settings import Settings
 from tests.conftest import SECRET, free_port, serve
+from tests.factories import new_deposit
 from tests.pipeline import (
     API_KEY,
     Pipeline,
@@ -36,10 +36,6 @@ from tests.proxy import TcpProxy
 pytestmark = pytest.mark.usefixtures("rabbitmq_reachable")
 
 PAYRELAY = str(Path(sys.executable).parent / "payrelay")
-
-
-def deposit(invoice: str, amount: str = "25.00") -> dict[str, Any]:
-    return example_event("bank.deposit", amount=amount, currency="USD", invoice_id=invoice)
 
 
 async def publish_raw(amqp: aio_pika.abc.AbstractConnection, prefix: str, event: dict[str, Any]) -> None:
@@ -141,7 +137,7 @@ async def test_crash_between_chargebee_and_ack_records_once(
             # Chargebee records at once, then holds its answer for 5 s: the window to crash in.
             fault = {"latency_ms": 5000, "after_commit": True, "invoice_id": "INV-1001", "count": 1}
             await sandbox_admin(http, sandbox_url, "POST", "/sandbox/faults", fault)
-            await publish_raw(amqp, prefix, deposit("INV-1001"))
+            await publish_raw(amqp, prefix, new_deposit("INV-1001"))
             await until(lambda: _paid(http, sandbox_url, "INV-1001", 2500), what="Chargebee to record")
             process.kill()
             await process.wait()
@@ -189,7 +185,7 @@ async def test_two_consumers_racing_on_a_duplicate_call_chargebee_once(
         fault = {"latency_ms": 1000, "invoice_id": "INV-1002", "count": 2}
         await sandbox_admin(http, sandbox_url, "POST", "/sandbox/faults", fault)
         async with running_worker(settings), running_worker(settings), capture_queue(amqp, prefix) as capture:
-            event = deposit("INV-1002")
+            event = new_deposit("INV-1002")
             await publish_raw(amqp, prefix, event)
             await publish_raw(amqp, prefix, event)
             got = await collect(capture, 2, what="both deliveries to be confirmed")
@@ -208,7 +204,7 @@ async def test_rate_limit_holds_under_a_burst(
     async with pipeline(
         prefix, ledger, amqp, chargebee_rate_limit=120, consumer_prefetch=8, ledger_lease_seconds=8.0
     ) as pipe:
-        events = [deposit(f"INV-100{i}", "1.00") for i in range(1, 9)]
+        events = [new_deposit(f"INV-100{i}", "1.00") for i in range(1, 9)]
         await pipe.send(events)
         await pipe.confirmations(8, within=20)
         times = sorted(r["at"] for r in await pipe.requests())
@@ -226,7 +222,7 @@ async def test_broker_restart_resumes_within_10s(
     ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
     try:
         async with pipeline(prefix, ledger, amqp, amqp_url=proxy.url) as pipe:
-            await pipe.send(deposit("INV-1003", "1.00"))
+            await pipe.send(new_deposit("INV-1003", "1.00"))
             await pipe.confirmations(1)
             await proxy.cut()
             await until(lambda: _not_consuming(pipe), what="the consumer to notice")
@@ -235,7 +231,9 @@ async def test_broker_restart_resumes_within_10s(
             back = time.monotonic()
             await until(lambda: _consuming(pipe), within=10, what="consuming again")
             assert time.monotonic() - back < 10
-            await until(lambda: _send_ok(pipe, deposit("INV-1003", "2.00")), within=5, what="the receiver")
+            await until(
+                lambda: _send_ok(pipe, new_deposit("INV-1003", "2.00")), within=5, what="the receiver"
+            )
             [confirmation] = await pipe.confirmations(1)
             assert confirmation["data"]["amount"] == 200
     finally:
@@ -267,7 +265,7 @@ async def test_sigterm_finishes_in_flight_work(
         async with capture_queue(amqp, prefix) as capture, serve(create_receiver(settings)):
             fault = {"latency_ms": 1500, "invoice_id": "INV-1004", "count": 1}
             await sandbox_admin(http, sandbox_url, "POST", "/sandbox/faults", fault)
-            await publish_raw(amqp, prefix, deposit("INV-1004"))
+            await publish_raw(amqp, prefix, new_deposit("INV-1004"))
             await asyncio.sleep(0.7)  # the call to Chargebee is under way
             process.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(process.wait(), 15) == 0
@@ -287,7 +285,7 @@ async def test_two_copies_in_flight_in_one_consumer_call_chargebee_once(
         fault = {"latency_ms": 500, "invoice_id": "INV-1005", "count": 2}
         await sandbox_admin(http, sandbox_url, "POST", "/sandbox/faults", fault)
         async with running_worker(settings), capture_queue(amqp, prefix) as capture:
-            event = deposit("INV-1005")
+            event = new_deposit("INV-1005")
             await publish_raw(amqp, prefix, event)
             await publish_raw(amqp, prefix, event)
             got = await collect(capture, 2, what="both copies to be confirmed")
@@ -310,7 +308,7 @@ async def test_ledger_outage_is_retried_not_dead_lettered(
             )
             async with running_worker(settings) as worker, capture_queue(amqp, prefix) as capture:
                 await database.cut()
-                await publish_raw(amqp, prefix, deposit("INV-1006"))
+                await publish_raw(amqp, prefix, new_deposit("INV-1006"))
                 await until(lambda: _retried(worker), within=10, what="a retry through the tiers")
                 channel = await amqp.channel()
                 dead = await channel.declare_queue(f"{prefix}.dead-letter", passive=True)

@@ -15,28 +15,7 @@ from service.events import (
     validate,
     validate_batch,
 )
-
-
-def deposit(**data: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "amount": "1250.00",
-        "currency": "USD",
-        "booked_at": "2026-11-20T10:00:00Z",
-        "bank_reference": "REF1",
-    }
-    body.update(data)
-    return {"specversion": "1.0", "id": "e1", "source": "urn:acme", "type": "bank.deposit", "data": body}
-
-
-def check(**data: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "amount": "99.95",
-        "currency": "USD",
-        "scanned_at": "2026-11-20T10:00:00+02:00",
-        "check_number": "1042",
-    }
-    body.update(data)
-    return {"specversion": "1.0", "id": "c1", "source": "urn:scanner", "type": "check.scan", "data": body}
+from tests.factories import check, deposit
 
 
 def fields(exc: pytest.ExceptionInfo[EventInvalid]) -> set[str]:
@@ -48,17 +27,18 @@ def test_bank_deposit_maps_to_a_bank_transfer() -> None:
     event = validate(deposit(invoice_id="INV-1"))
     assert event.payment.method == "bank_transfer"
     assert event.payment.amount == 125000
-    assert event.payment.reference_number == "REF1"
-    assert event.payment.paid_at == datetime(2026, 11, 20, 10, tzinfo=UTC)
+    assert event.payment.reference_number == "BR-778"
+    assert event.payment.paid_at == datetime(2026, 11, 25, 10, tzinfo=UTC)
     assert event.payment.invoice_id == "INV-1"
 
 
 def test_check_scan_maps_to_a_check_with_utc_time() -> None:
     """A check scan becomes a check payment; offsets are normalised to UTC."""
-    event = validate(check(micr={"routing_number": "021000021", "account_last4": "6789"}))
+    micr = {"routing_number": "021000021", "account_last4": "6789"}
+    event = validate(check(scanned_at="2026-11-25T10:00:00+02:00", micr=micr))
     assert event.payment.method == "check"
-    assert event.payment.reference_number == "1042"
-    assert event.payment.paid_at == datetime(2026, 11, 20, 8, tzinfo=UTC)
+    assert event.payment.reference_number == "10442"
+    assert event.payment.paid_at == datetime(2026, 11, 25, 8, tzinfo=UTC)
 
 
 def test_date_only_booking_is_midnight_utc() -> None:
@@ -395,8 +375,8 @@ def test_every_failing_allocation_is_reported_in_one_pass() -> None:
 
 def test_allocations_in_a_check_scan() -> None:
     """check.scan takes allocations too."""
-    payment = validate(check(allocations=[{"invoice_id": "INV-9", "amount": "99.95"}])).payment
-    assert payment.allocations == (Allocation("INV-9", 9995),)
+    payment = validate(check(allocations=[{"invoice_id": "INV-9", "amount": "80.00"}])).payment
+    assert payment.allocations == (Allocation("INV-9", 8000),)
 
 
 # -- references ----------------------------------------------------------------------------------

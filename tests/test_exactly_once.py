@@ -24,22 +24,14 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from service.ledger import async_url
-from service.sender import example_event
 from tests.conftest import AMQP_URL
+from tests.factories import new_deposit
 from tests.pipeline import API_KEY, Pipeline, pipeline, until
 
 pytestmark = pytest.mark.usefixtures("rabbitmq_reachable")
 
 PAYRELAY = str(Path(sys.executable).parent / "payrelay")
 OUTAGE = {"status": 503, "operation": "any", "count": 1000}
-
-
-def deposit(
-    invoice: str | None = "INV-1001", amount: str = "25.00", currency: str = "USD", **data: Any
-) -> dict[str, Any]:
-    event = example_event("bank.deposit", amount=amount, currency=currency, invoice_id=invoice)
-    event["data"] |= data
-    return event
 
 
 async def calls(pipe: Pipeline, operation: str = "record_payment", **query: str) -> list[dict[str, Any]]:
@@ -125,7 +117,7 @@ async def test_committed_then_outage_then_replay_records_once(
     """Chargebee commits attempt 1 and the answer is lost; every read and write fails until the
     retries are exhausted; the operator replays (a new idempotency key): still one payment."""
     await pipe.admin("POST", "/sandbox/faults", {**lost, "after_commit": True, "invoice_id": "INV-1001"})
-    event = deposit("INV-1001")
+    event = new_deposit("INV-1001")
     await pipe.send(event)
     await until(lambda: _called(pipe, "INV-1001"), what="the first attempt")
     await pipe.admin("POST", "/sandbox/faults", OUTAGE)  # before the retry, a second later
@@ -162,7 +154,7 @@ async def test_a_retry_after_chargebees_idempotency_window_records_once(
     async with pipeline(prefix, ledger_url, amqp, sandbox_clock=clock) as pipe:
         fault = {"disconnect": True, "after_commit": True, "invoice_id": "INV-1002"}
         await pipe.admin("POST", "/sandbox/faults", fault)
-        await pipe.send(deposit("INV-1002"))
+        await pipe.send(new_deposit("INV-1002"))
         await until(lambda: _called(pipe, "INV-1002"), what="the first attempt")
         clock.offset = 31 * 60  # Chargebee's 30-minute window is over before the retry
         await pipe.confirmations(1, within=15)
@@ -181,7 +173,7 @@ async def test_a_payment_in_another_currency_is_dead_lettered_and_nothing_record
     pipe: Pipeline, invoice: str, amount: str, currency: str
 ) -> None:
     """25.00 EUR (or 5000 JPY) on a USD invoice: currency_mismatch, and not one record_payment."""
-    await pipe.send(deposit(invoice, amount, currency))
+    await pipe.send(new_deposit(invoice, amount, currency))
     [dead] = await pipe.dead_letters(1)
     assert dead.headers["x-payrelay-reason"] == "currency_mismatch"
     assert currency in str(dead.headers["x-payrelay-error"])
@@ -191,7 +183,7 @@ async def test_a_payment_in_another_currency_is_dead_lettered_and_nothing_record
 
 async def test_an_invoice_that_is_not_payable_is_refused_without_a_call(pipe: Pipeline) -> None:
     """A paid invoice is invoice_not_payable from its retrieval; record_payment is never called."""
-    await pipe.send(deposit("INV-9001"))
+    await pipe.send(new_deposit("INV-9001"))
     [dead] = await pipe.dead_letters(1)
     assert dead.headers["x-payrelay-reason"] == "invoice_not_payable"
     assert await calls(pipe) == []
@@ -199,9 +191,9 @@ async def test_an_invoice_that_is_not_payable_is_refused_without_a_call(pipe: Pi
 
 async def test_a_known_currency_is_not_retrieved_again(pipe: Pipeline) -> None:
     """The invoice's currency is cached: a second payment on it costs no retrieval."""
-    await pipe.send(deposit("INV-1008", "10.00"))
+    await pipe.send(new_deposit("INV-1008", "10.00"))
     await pipe.confirmations(1)
-    await pipe.send(deposit("INV-1008", "10.00"))
+    await pipe.send(new_deposit("INV-1008", "10.00"))
     await pipe.confirmations(1)
     assert len(await calls(pipe, "retrieve_invoice", invoice_id="INV-1008")) == 1
     assert len(await calls(pipe, invoice_id="INV-1008")) == 2
@@ -212,7 +204,7 @@ async def test_a_known_currency_is_not_retrieved_again(pipe: Pipeline) -> None:
 
 async def test_an_overpayment_is_recorded_with_its_excess(pipe: Pipeline) -> None:
     """150.00 on an invoice of 100.00: recorded whole, paid, and the confirmation says 50.00 was excess."""
-    await pipe.send(deposit("INV-1001", "150.00"))
+    await pipe.send(new_deposit("INV-1001", "150.00"))
     confirmations = {c["type"]: c for c in await pipe.confirmations(2)}
     assert confirmations["payment.recorded"]["data"]["amount"] == 15000
     assert confirmations["payment.recorded"]["data"]["excess"] == 5000
@@ -222,7 +214,7 @@ async def test_an_overpayment_is_recorded_with_its_excess(pipe: Pipeline) -> Non
 
 
 async def test_an_exact_payment_has_no_excess(pipe: Pipeline) -> None:
-    await pipe.send(deposit("INV-1001", "100.00"))
+    await pipe.send(new_deposit("INV-1001", "100.00"))
     confirmations = await pipe.confirmations(2)
     assert all("excess" not in c["data"] for c in confirmations)
 
@@ -232,7 +224,7 @@ async def test_an_overpayment_goes_to_a_person_when_configured(
 ) -> None:
     """overpayment = "review": dead-lettered `overpayment` (until the review queue exists), untouched."""
     async with pipeline(prefix, ledger_url, amqp, overpayment="review") as pipe:
-        await pipe.send(deposit("INV-1001", "150.00"))
+        await pipe.send(new_deposit("INV-1001", "150.00"))
         [dead] = await pipe.dead_letters(1)
         assert dead.headers["x-payrelay-reason"] == "overpayment"
         assert await calls(pipe) == []
@@ -246,7 +238,7 @@ async def test_allocations_are_recorded_once_each_and_confirmed_each(pipe: Pipel
         {"invoice_id": "INV-1002", "amount": "50.00"},
         {"invoice_id": "INV-1003", "amount": "75.00"},
     ]
-    event = deposit(None, "125.00", allocations=allocations)
+    event = new_deposit(None, "125.00", allocations=allocations)
     await pipe.send(event)
     confirmations = await distinct(pipe, 2)
     assert sorted((c["data"]["invoice_id"], c["data"]["amount"]) for c in confirmations) == [
@@ -268,7 +260,7 @@ async def test_references_share_the_amount_in_order_decided_once(pipe: Pipeline)
     """References naming two payable invoices: each gets up to its amount due, the last the rest; a
     resend after the first is paid shares it the same way (the plan is kept), calling nothing."""
     references = ["INV-1004", "RF18539007547034", "INV-9001", "INV-1005"]
-    event = deposit(None, "350.00", references=references)
+    event = new_deposit(None, "350.00", references=references)
     await pipe.send(event)
     confirmations = await distinct(pipe, 3)  # INV-1004 is paid in full: invoice.paid too
     recorded = sorted(
@@ -290,7 +282,7 @@ async def test_a_replay_after_retention_deleted_the_row_records_nothing_new(
 ) -> None:
     """The ledger row is gone (retention) while a copy waits as a dead letter: the replay finds the
     payment in Chargebee and republishes its confirmation instead of paying again."""
-    event = deposit("INV-1006")
+    event = new_deposit("INV-1006")
     await pipe.send(event)
     [first] = await pipe.confirmations(1)
     engine = create_async_engine(async_url(ledger_url))
@@ -315,7 +307,7 @@ async def test_an_unreadable_200_is_reconciled_at_once(pipe: Pipeline) -> None:
     """Chargebee recorded it and its 200 could not be read: found in Chargebee, recorded, one call."""
     fault = {"unreadable": True, "after_commit": True, "invoice_id": "INV-1007"}
     await pipe.admin("POST", "/sandbox/faults", fault)
-    await pipe.send(deposit("INV-1007"))
+    await pipe.send(new_deposit("INV-1007"))
     [confirmation] = await pipe.confirmations(1)
     [payment] = await payments_on(pipe, "INV-1007")
     assert confirmation["data"]["transaction_id"] == payment["txn_id"]
@@ -328,7 +320,7 @@ async def test_an_unreadable_200_not_found_in_chargebee_goes_to_a_person(
     """A 200 that cannot be read, and no such payment in Chargebee: outcome_unknown, never resent;
     the person who checked replays it, and then it is recorded (once)."""
     await pipe.admin("POST", "/sandbox/faults", {"unreadable": True, "invoice_id": "INV-1007"})
-    await pipe.send(deposit("INV-1007"))
+    await pipe.send(new_deposit("INV-1007"))
     await dead_lettered(pipe)
     [letter] = orjson.loads(await dlq(pipe, ledger_url, "list", "--json"))
     assert letter["reason"] == "outcome_unknown"
@@ -358,7 +350,7 @@ async def test_a_misconfigured_site_pauses_instead_of_dead_lettering(
     """A 404 that is not resource_not_found, or a redirect, says payrelay points at the wrong place:
     pause, dead-letter nothing, and record the payment once Chargebee answers properly again."""
     await pipe.admin("POST", "/sandbox/faults", {**fault, "operation": "any", "count": 2})
-    await pipe.send(deposit("INV-1009"))
+    await pipe.send(new_deposit("INV-1009"))
     [confirmation] = await pipe.confirmations(1, within=15)
     assert confirmation["data"]["invoice_id"] == "INV-1009"
     assert await pipe.queue_depth("dead-letter") == 0
@@ -372,7 +364,7 @@ async def test_confirmations_the_broker_refuses_wait_in_the_outbox(
     redelivery spends the delivery limit), and the outbox publishes it once the exchange is back."""
     channel = await amqp.channel()
     await channel.exchange_delete(pipe.worker.topology.confirmations)
-    await pipe.send(deposit("INV-1010"))
+    await pipe.send(new_deposit("INV-1010"))
     await until(lambda: _called(pipe, "INV-1010"), what="the payment")
     await until(lambda: _depth(pipe, "record-payment", 0), what="the message to be settled")
     await asyncio.sleep(0.5)
@@ -401,7 +393,7 @@ async def test_a_retry_the_broker_refuses_waits_before_chargebee_is_called_again
     await channel.queue_delete(pipe.worker.topology.retry_tiers[0].queue)
     await channel.close()
     await pipe.admin("POST", "/sandbox/faults", {"status": 429, "retry_after": 1, "invoice_id": "INV-1004"})
-    await pipe.send(deposit("INV-1004"))
+    await pipe.send(new_deposit("INV-1004"))
     await pipe.confirmations(1, within=15)
     first, second = await calls(pipe, invoice_id="INV-1004")
     assert (first["status"], second["status"]) == (429, 200)

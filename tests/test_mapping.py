@@ -17,34 +17,11 @@ from consumers.mapping import (
 )
 from service.events import EventInvalid, Payment, validate
 from service.settings import DEFAULT_INVOICE_PATTERN, Settings, SourceSettings
+from tests.factories import check, deposit
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 KEY = ("acme-bank", "urn:acme:core", "evt-1")
 HEADERS = ("chargebee-event-email", "chargebee-event-webhook", "chargebee-event-actions")
-
-
-def deposit(**data: Any) -> dict[str, Any]:
-    body = {"amount": "1250.00", "currency": "USD", "booked_at": "2026-11-25T10:00:00Z"}
-    body |= {"bank_reference": "BR-778"} | data
-    return {
-        "specversion": "1.0",
-        "id": "evt-1",
-        "source": "urn:acme:core",
-        "type": "bank.deposit",
-        "data": body,
-    }
-
-
-def check(**data: Any) -> dict[str, Any]:
-    body = {"amount": "80.00", "currency": "USD", "scanned_at": "2026-11-25T10:00:00Z"}
-    body |= {"check_number": "10442"} | data
-    return {
-        "specversion": "1.0",
-        "id": "evt-2",
-        "source": "urn:acme:lockbox",
-        "type": "check.scan",
-        "data": body,
-    }
 
 
 def payment(raw: dict[str, Any]) -> Payment:

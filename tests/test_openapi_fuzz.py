@@ -32,6 +32,7 @@ from service.openapi import openapi_document
 from service.receiver import create_app
 from service.sender import signed_headers
 from tests.conftest import AMQP_URL, LOCKBOX_SECRET, SECRET, delete_prefix, free_port, make_settings
+from tests.factories import deposit
 
 pytestmark = pytest.mark.usefixtures("rabbitmq_reachable")
 
@@ -114,22 +115,6 @@ def test_no_input_is_a_server_error(api_schema: schemathesis.BaseSchema, receive
     run()
     # The fuzzing got past the signature check: generated events were accepted or rejected on content.
     assert 202 in seen and 422 in seen, (seen, seen_422)
-
-
-def deposit(**data: Any) -> dict[str, Any]:
-    body = {
-        "amount": "1250.00",
-        "currency": "USD",
-        "booked_at": "2026-11-20T10:00:00Z",
-        "bank_reference": "R1",
-    }
-    return {
-        "specversion": "1.0",
-        "id": "e1",
-        "source": "urn:acme",
-        "type": "bank.deposit",
-        "data": body | data,
-    }
 
 
 TWO = [{"invoice_id": "INV-1", "amount": "1000.00"}, {"invoice_id": "INV-2", "amount": "250.00"}]

@@ -19,6 +19,7 @@ from service.receiver import create_app
 from service.sender import example_event, signed_headers
 from service.settings import Settings
 from tests.conftest import LOCKBOX_SECRET, SECRET, get_all, serve
+from tests.factories import new_deposit
 
 pytestmark = pytest.mark.usefixtures("rabbitmq_reachable")
 
@@ -33,10 +34,6 @@ async def receiver(settings: Settings, amqp: aio_pika.abc.AbstractConnection) ->
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
-
-
-def deposit(**overrides: Any) -> dict[str, Any]:
-    return example_event("bank.deposit", amount="1250.00", currency="USD", invoice_id="INV-1001", **overrides)
 
 
 async def post(
@@ -66,7 +63,7 @@ async def test_accepted_event_is_in_the_queue(
     receiver: str, http: aiohttp.ClientSession, amqp: aio_pika.abc.AbstractConnection, prefix: str
 ) -> None:
     """After a 202 the event is in the work queue: persistent, with id, type and source headers."""
-    event = deposit()
+    event = new_deposit("INV-1001", "1250.00")
     status, _, body = await post(http, receiver, event)
     assert status == 202, body
     assert body["accepted"] == 1
@@ -93,7 +90,7 @@ async def test_an_id_of_255_utf8_bytes_is_the_message_id(
     receiver: str, http: aiohttp.ClientSession, amqp: aio_pika.abc.AbstractConnection, prefix: str
 ) -> None:
     """The longest id allowed (85 × "中", 255 bytes) fits the AMQP message_id exactly."""
-    event = {**deposit(), "id": "中" * 85}
+    event = {**new_deposit("INV-1001", "1250.00"), "id": "中" * 85}
     status, _, body = await post(http, receiver, event)
     assert status == 202, body
     [message] = await get_all(amqp, f"{prefix}.record-payment", 1)
@@ -138,7 +135,7 @@ async def test_unroutable_publish_is_503(
         channel = await amqp.channel()
         queue = await channel.get_queue(f"{prefix}.record-payment")
         await queue.unbind(f"{prefix}.events", "bank.deposit")
-        status, headers, body = await post(http, url, deposit())
+        status, headers, body = await post(http, url, new_deposit("INV-1001", "1250.00"))
         assert status == 503
         assert headers["Retry-After"] == "5"
         assert body["status"] == 503
@@ -151,7 +148,7 @@ async def test_broker_unreachable_is_503(prefix: str, http: aiohttp.ClientSessio
     settings = make_settings(prefix, amqp_url=f"amqp://guest:guest@127.0.0.1:{free_port()}/")
     async with serve(create_app(settings)) as url:
         started = time.monotonic()
-        status, headers, _ = await post(http, url, deposit())
+        status, headers, _ = await post(http, url, new_deposit("INV-1001", "1250.00"))
         assert status == 503
         assert "Retry-After" in headers
         assert time.monotonic() - started < 2
@@ -172,13 +169,13 @@ async def test_outage_and_recovery_within_5s(
     await proxy.start()
     settings = make_settings(prefix, amqp_url=proxy.url)
     async with serve(create_app(settings)) as url:
-        assert (await post(http, url, deposit()))[0] == 202
+        assert (await post(http, url, new_deposit("INV-1001", "1250.00")))[0] == 202
         await proxy.cut()
         await asyncio.sleep(0.2)
-        assert (await post(http, url, deposit()))[0] == 503
+        assert (await post(http, url, new_deposit("INV-1001", "1250.00")))[0] == 503
         await proxy.restore()
         restored = time.monotonic()
-        while (await post(http, url, deposit()))[0] != 202:
+        while (await post(http, url, new_deposit("INV-1001", "1250.00")))[0] != 202:
             assert time.monotonic() - restored < 5, "not accepting 5 s after the broker came back"
             await asyncio.sleep(0.1)
     await proxy.cut()
@@ -195,10 +192,10 @@ async def test_slow_broker_is_bounded(
     await proxy.start()
     settings = make_settings(prefix, amqp_url=proxy.url, publish_timeout_seconds=0.5)
     async with serve(create_app(settings)) as url:
-        assert (await post(http, url, deposit()))[0] == 202
+        assert (await post(http, url, new_deposit("INV-1001", "1250.00")))[0] == 202
         proxy.freeze()
         started = time.monotonic()
-        status, headers, _ = await post(http, url, deposit())
+        status, headers, _ = await post(http, url, new_deposit("INV-1001", "1250.00"))
         assert status == 503
         assert headers["Retry-After"] == "5"
         assert time.monotonic() - started < 1.5

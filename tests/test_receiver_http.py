@@ -22,6 +22,7 @@ from service.receiver import create_app
 from service.sender import example_event, signed_headers
 from service.settings import Settings
 from tests.conftest import LOCKBOX_SECRET, OLD_SECRET, SECRET, make_settings
+from tests.factories import new_deposit
 
 
 @pytest.fixture
@@ -34,10 +35,6 @@ async def client(settings: Settings, publisher: MemoryPublisher) -> AsyncIterato
     app = create_app(settings, publisher=publisher)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://receiver") as c:
         yield c
-
-
-def deposit(**overrides: Any) -> dict[str, Any]:
-    return example_event("bank.deposit", amount="1250.00", currency="USD", invoice_id="INV-1001", **overrides)
 
 
 async def post(
@@ -66,7 +63,7 @@ async def test_an_accepted_event_is_handed_over_whole(
     client: httpx.AsyncClient, publisher: MemoryPublisher
 ) -> None:
     """202 with the counts; the body, id, type and x-payrelay-source go to the events exchange."""
-    event = deposit()
+    event = new_deposit("INV-1001", "1250.00")
     response = await post(client, event)
     assert response.status_code == 202
     assert response.json() == {"accepted": 1, "published": 1, "ids": [event["id"]]}
@@ -82,7 +79,7 @@ async def test_an_accepted_event_is_handed_over_whole(
 
 async def test_rotated_secret_still_accepted(client: httpx.AsyncClient) -> None:
     """During rotation a request signed with the old secret is accepted."""
-    assert (await post(client, deposit(), secret=OLD_SECRET)).status_code == 202
+    assert (await post(client, new_deposit("INV-1001", "1250.00"), secret=OLD_SECRET)).status_code == 202
 
 
 async def test_a_batch_is_handed_over_as_one_message_per_event(
@@ -96,7 +93,12 @@ async def test_a_batch_is_handed_over_as_one_message_per_event(
 
 async def test_invalid_batch_publishes_nothing(client: httpx.AsyncClient, publisher: MemoryPublisher) -> None:
     """One bad event fails the whole batch with its index, and nothing is published."""
-    events = [deposit(), deposit(), {**deposit(), "specversion": "0.3"}, deposit()]
+    events = [
+        new_deposit("INV-1001", "1250.00"),
+        new_deposit("INV-1001", "1250.00"),
+        {**new_deposit("INV-1001", "1250.00"), "specversion": "0.3"},
+        new_deposit("INV-1001", "1250.00"),
+    ]
     events[1]["data"]["amount"] = "1.001"
     response = await post(client, events)
     assert response.status_code == 422
@@ -111,7 +113,7 @@ async def test_batch_with_an_overlong_id_publishes_nothing(
     client: httpx.AsyncClient, publisher: MemoryPublisher
 ) -> None:
     """An id of 256 UTF-8 bytes (86 characters) at index 3 fails the batch with a 422; none is published."""
-    events = [deposit() for _ in range(5)]
+    events = [new_deposit("INV-1001", "1250.00") for _ in range(5)]
     events[3]["id"] = "中" * 85 + "j"
     response = await post(client, events)
     assert response.status_code == 422
@@ -128,7 +130,7 @@ async def test_batch_over_the_event_limit(prefix: str, publisher: MemoryPublishe
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://receiver"
     ) as client:
-        response = await post(client, [deposit() for _ in range(4)])
+        response = await post(client, [new_deposit("INV-1001", "1250.00") for _ in range(4)])
     assert response.status_code == 422
     assert "1 to 3 events" in response.json()["detail"]
 
@@ -137,7 +139,7 @@ async def test_repeat_identity_is_not_republished(
     client: httpx.AsyncClient, publisher: MemoryPublisher
 ) -> None:
     """A sender's retry of an identity just published is answered 202 and not published again."""
-    event = deposit()
+    event = new_deposit("INV-1001", "1250.00")
     assert (await post(client, event)).status_code == 202
     again = await post(client, event)
     assert (again.status_code, again.json()["published"]) == (202, 0)
@@ -149,11 +151,13 @@ async def test_a_refused_publish_is_503_with_retry_after(
 ) -> None:
     """The broker not confirming (down, slow, nack, unroutable) is a 503 the sender retries."""
     publisher.refuse = "the broker did not confirm in time"
-    response = await post(client, deposit())
+    response = await post(client, new_deposit("INV-1001", "1250.00"))
     assert (response.status_code, response.headers["Retry-After"]) == (503, "5")
     assert response.headers["Content-Type"] == "application/problem+json"
     publisher.refuse = None
-    assert (await post(client, deposit())).status_code == 202  # nothing was remembered as published
+    assert (
+        await post(client, new_deposit("INV-1001", "1250.00"))
+    ).status_code == 202  # nothing was remembered as published
 
 
 @pytest.mark.parametrize(
@@ -169,7 +173,7 @@ async def test_a_refused_publish_is_503_with_retry_after(
 )
 async def test_signature_failures_are_401(client: httpx.AsyncClient, mutate: Any, needle: str) -> None:
     """Missing, malformed, stale or non-matching signatures are 401 problem+json, never 500."""
-    body = orjson.dumps(deposit())
+    body = orjson.dumps(new_deposit("INV-1001", "1250.00"))
     headers = signed_headers(SECRET, body, "application/cloudevents+json")
     mutate(headers)
     response = await client.post("/v1/ingest/acme-bank", content=body, headers=headers)
@@ -180,14 +184,14 @@ async def test_signature_failures_are_401(client: httpx.AsyncClient, mutate: Any
 
 async def test_a_request_replayed_to_another_source_is_401(client: httpx.AsyncClient) -> None:
     """Sources have their own secrets, so a request signed for acme-bank is refused by lockbox."""
-    body = orjson.dumps(deposit())
+    body = orjson.dumps(new_deposit("INV-1001", "1250.00"))
     headers = signed_headers(SECRET, body, "application/cloudevents+json")
     assert (await client.post("/v1/ingest/lockbox", content=body, headers=headers)).status_code == 401
     assert (await client.post("/v1/ingest/acme-bank", content=body, headers=headers)).status_code == 202
 
 
 async def test_unknown_source_is_404(client: httpx.AsyncClient) -> None:
-    response = await post(client, deposit(), source="nobody")
+    response = await post(client, new_deposit("INV-1001", "1250.00"), source="nobody")
     assert (response.status_code, response.json()["status"]) == (404, 404)
 
 
@@ -231,7 +235,7 @@ async def test_oversized_body_is_413(client: httpx.AsyncClient) -> None:
 
 async def test_health_metrics_and_openapi(client: httpx.AsyncClient, publisher: MemoryPublisher) -> None:
     """healthz, readyz (the publisher's readiness), metrics with ingest counters, and the OpenAPI document."""
-    await post(client, deposit())
+    await post(client, new_deposit("INV-1001", "1250.00"))
     assert (await client.get("/readyz")).status_code == 200
     publisher.ready = False
     assert (await client.get("/readyz")).status_code == 503
@@ -256,7 +260,7 @@ async def test_an_unexpected_error_is_a_counted_problem_json_500(
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://receiver"
     ) as client:
-        response = await post(client, deposit())
+        response = await post(client, new_deposit("INV-1001", "1250.00"))
         metrics = (await client.get("/metrics")).text
     assert response.status_code == 500
     assert response.headers["Content-Type"] == "application/problem+json"

@@ -8,27 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
 
 import aio_pika
 import orjson
 import pytest
 
 from service.sender import example_event
+from tests.factories import new_deposit
 from tests.pipeline import Pipeline, pipeline, until
 
 pytestmark = pytest.mark.usefixtures("rabbitmq_reachable")
 
 
-def deposit(
-    invoice: str | None = "INV-1001", amount: str = "25.00", currency: str = "USD", **kw: Any
-) -> dict[str, Any]:
-    return example_event("bank.deposit", amount=amount, currency=currency, invoice_id=invoice, **kw)
-
-
 async def test_deposit_is_recorded_and_confirmed(pipe: Pipeline) -> None:
     """A deposit becomes one v1 record_payment with the exact fields and headers, then payment.recorded."""
-    event = deposit(reference="BANKREF-1")
+    event = new_deposit(reference="BANKREF-1")
     await pipe.send(event)
     [confirmation] = await pipe.confirmations(1)
     [call] = await pipe.requests("INV-1001")
@@ -62,10 +56,10 @@ async def test_deposit_is_recorded_and_confirmed(pipe: Pipeline) -> None:
 
 async def test_partial_then_full_payment_marks_invoice_paid(pipe: Pipeline) -> None:
     """Two payments that settle the invoice: the second also emits invoice.paid."""
-    await pipe.send(deposit("INV-1002", "25.50"))
+    await pipe.send(new_deposit("INV-1002", "25.50"))
     [first] = await pipe.confirmations(1)
     assert first["data"]["invoice_status"] == "payment_due"
-    await pipe.send(deposit("INV-1002", "100.00"))
+    await pipe.send(new_deposit("INV-1002", "100.00"))
     second = await pipe.confirmations(2)
     assert sorted(c["type"] for c in second) == ["invoice.paid", "payment.recorded"]
     paid = next(c for c in second if c["type"] == "invoice.paid")
@@ -94,7 +88,7 @@ async def test_zero_and_three_decimal_currencies(
     pipe: Pipeline, invoice: str, amount: str, currency: str, minor: int
 ) -> None:
     """JPY and BHD amounts reach Chargebee in their own minor units."""
-    await pipe.send(deposit(invoice, amount, currency))
+    await pipe.send(new_deposit(invoice, amount, currency))
     [confirmation] = await pipe.confirmations(1)
     assert confirmation["data"]["amount"] == minor
     [call] = await pipe.requests(invoice)
@@ -104,7 +98,7 @@ async def test_zero_and_three_decimal_currencies(
 async def test_api_v2_fields(prefix: str, ledger_url: str, amqp: aio_pika.abc.AbstractConnection) -> None:
     """With chargebee_api_version = v2 the call uses transaction[...] fields and comment."""
     async with pipeline(prefix, ledger_url, amqp, chargebee_api_version="v2", skip_webhooks=True) as pipe:
-        event = deposit("INV-1004", "30.00", remittance="March rent")
+        event = new_deposit("INV-1004", "30.00", remittance="March rent")
         await pipe.send(event)
         await pipe.confirmations(1)
         [call] = await pipe.requests("INV-1004")
@@ -123,7 +117,7 @@ async def test_api_v2_fields(prefix: str, ledger_url: str, amqp: aio_pika.abc.Ab
 
 async def test_same_event_twice_records_once(pipe: Pipeline, amqp: aio_pika.abc.AbstractConnection) -> None:
     """A duplicate delivered later (bank retry) calls Chargebee once and republishes the same confirmation."""
-    event = deposit("INV-1005")
+    event = new_deposit("INV-1005")
     await pipe.send(event)
     [first] = await pipe.confirmations(1)
     # Published straight to the exchange: the receiver's short-term duplicate filter is not involved.
@@ -141,7 +135,7 @@ async def test_same_event_twice_records_once(pipe: Pipeline, amqp: aio_pika.abc.
 async def test_transient_failures_are_retried_then_succeed(pipe: Pipeline) -> None:
     """Two 503s from Chargebee: retried through the retry tiers, then recorded once."""
     await pipe.admin("POST", "/sandbox/faults", {"status": 503, "count": 2, "invoice_id": "INV-1006"})
-    await pipe.send(deposit("INV-1006"))
+    await pipe.send(new_deposit("INV-1006"))
     await pipe.confirmations(1, within=15)
     statuses = [r["status"] for r in await pipe.requests("INV-1006")]
     assert statuses == [503, 503, 200]
@@ -152,7 +146,7 @@ async def test_lost_answer_is_found_in_chargebee_not_sent_again(pipe: Pipeline) 
     """Chargebee records but the answer is lost: the retry finds the payment there, no second call."""
     fault = {"disconnect": True, "count": 1, "invoice_id": "INV-1007", "after_commit": True}
     await pipe.admin("POST", "/sandbox/faults", fault)
-    await pipe.send(deposit("INV-1007"))
+    await pipe.send(new_deposit("INV-1007"))
     [confirmation] = await pipe.confirmations(1, within=15)
     [call] = await pipe.requests("INV-1007")
     assert call["status"] == 0  # the dropped answer; nothing was sent after it
@@ -164,7 +158,7 @@ async def test_lost_answer_is_found_in_chargebee_not_sent_again(pipe: Pipeline) 
 async def test_exhausted_retries_are_dead_lettered(pipe: Pipeline) -> None:
     """Chargebee failing every time: after max_attempts the message is dead-lettered retries_exhausted."""
     await pipe.admin("POST", "/sandbox/faults", {"status": 500, "count": 10, "invoice_id": "INV-1008"})
-    event = deposit("INV-1008")
+    event = new_deposit("INV-1008")
     await pipe.send(event)
     [dead] = await pipe.dead_letters(1, within=20)
     assert dead.message_id == event["id"]
@@ -185,7 +179,7 @@ async def test_permanent_failures_are_dead_lettered_with_reason(
     pipe: Pipeline, invoice: str | None, reason: str
 ) -> None:
     """Unknown invoice, voided invoice, no invoice at all: each is dead-lettered with its reason."""
-    event = deposit(invoice, remittance="no reference here")
+    event = new_deposit(invoice, remittance="no reference here")
     await pipe.send(event)
     [dead] = await pipe.dead_letters(1)
     assert dead.headers["x-payrelay-reason"] == reason
@@ -196,7 +190,7 @@ async def test_rejection_is_dead_lettered_with_chargebee_error(pipe: Pipeline) -
     """A 400 from Chargebee is rejected_by_chargebee, dead-lettered with Chargebee's error body."""
     fault = {"status": 400, "api_error_code": "param_wrong_value", "invoice_id": "INV-1009", "count": 1}
     await pipe.admin("POST", "/sandbox/faults", fault)
-    await pipe.send(deposit("INV-1009", "25.00"))
+    await pipe.send(new_deposit("INV-1009", "25.00"))
     [dead] = await pipe.dead_letters(1)
     assert dead.headers["x-payrelay-reason"] == "rejected_by_chargebee"
     body = orjson.loads(dead.headers["x-payrelay-chargebee-error"])
@@ -219,7 +213,7 @@ async def test_refused_credentials_pause_holding_messages_without_spending_deliv
     and records all of it, once each, when the key works again."""
     await pipe.admin("PUT", "/sandbox/api-key", {"api_key": "rotated_elsewhere"})
     await pipe.send(
-        [deposit(invoice, "1.00") for invoice in ("INV-1010", "INV-1001", "INV-1002", "INV-1003")]
+        [new_deposit(invoice, "1.00") for invoice in ("INV-1010", "INV-1001", "INV-1002", "INV-1003")]
     )
     await until(lambda: _paused(pipe), what="the consumer to pause")
     assert pipe.worker.metrics.chargebee_auth_failing._value.get() == 1
@@ -259,7 +253,7 @@ async def test_traceparent_is_carried_to_chargebee_and_confirmations(pipe: Pipel
     from service.sender import signed_headers
 
     trace = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
-    body = orjson.dumps(deposit("INV-1003"))
+    body = orjson.dumps(new_deposit("INV-1003"))
     headers = signed_headers("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", body, "application/cloudevents+json")
     async with pipe.http.post(
         f"{pipe.receiver_url}/v1/ingest/acme-bank", data=body, headers=headers | {"traceparent": trace}
