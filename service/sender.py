@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 import uuid
@@ -72,39 +71,28 @@ async def post_signed(
         return response.status, await response.read()
 
 
-def _secret(args: argparse.Namespace, settings: Settings) -> str:
-    if args.secret:
-        return str(args.secret)
-    source = settings.sources.get(args.source)
-    if source is None:
-        raise ConfigError(f"no [sources.{args.source}] configured; pass --secret whsec_...")
-    return source.secrets[0].get_secret_value()
+def secret_for(settings: Settings, source: str, given: str | None = None) -> str:
+    """`given`, else the source's first configured secret; ConfigError if there is neither."""
+    if given:
+        return given
+    configured = settings.sources.get(source)
+    if configured is None:
+        raise ConfigError(f"no [sources.{source}] configured; pass --secret whsec_...")
+    return configured.secrets[0].get_secret_value()
 
 
-def _payloads(args: argparse.Namespace) -> list[Any]:
-    if args.file:
-        raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
-        return [orjson.loads(raw)]
-    return [
-        example_event(
-            args.type,
-            amount=args.amount,
-            currency=args.currency,
-            invoice_id=args.invoice,
-            remittance=args.remittance,
-            reference=args.reference,
-            event_id=args.id if args.count == 1 else None,
-        )
-        for _ in range(args.count)
-    ]
+def read_payload(path: str) -> Any:
+    """One event or a batch from a JSON file (`-`: standard input)."""
+    raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    return orjson.loads(raw)
 
 
-async def send_from_args(args: argparse.Namespace, settings: Settings) -> int:
-    secret = _secret(args, settings)
+async def send(url: str, source: str, secret: str, payloads: list[Any]) -> int:
+    """Post each payload signed, printing each answer; 0 when every one was a 2xx."""
     failures = 0
     async with aiohttp.ClientSession() as session:
-        for payload in _payloads(args):
-            status, body = await post_signed(session, args.url, args.source, secret, payload)
+        for payload in payloads:
+            status, body = await post_signed(session, url, source, secret, payload)
             print(f"{status} {body.decode(errors='replace')}")
             failures += not 200 <= status < 300
     return 1 if failures else 0

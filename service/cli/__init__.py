@@ -110,9 +110,25 @@ def cmd_topology(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
-    from service.sender import send_from_args
+    from service.sender import example_event, read_payload, secret_for, send
 
-    return run_async(send_from_args(args, settings))
+    if args.file:
+        payloads = [read_payload(args.file)]
+    else:
+        single_id = args.id if args.count == 1 else None
+        payloads = [
+            example_event(
+                args.type,
+                amount=args.amount,
+                currency=args.currency,
+                invoice_id=args.invoice,
+                remittance=args.remittance,
+                reference=args.reference,
+                event_id=single_id,
+            )
+            for _ in range(args.count)
+        ]
+    return run_async(send(args.url, args.source, secret_for(settings, args.source, args.secret), payloads))
 
 
 def cmd_consumer(args: argparse.Namespace, settings: Settings) -> int:
@@ -144,7 +160,7 @@ def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     from service.cli.dev import run_dev
 
-    return run_async(run_dev(args))
+    return run_async(run_dev(args.host, args.port, args.ledger))
 
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:

@@ -7,7 +7,6 @@ invoices, one source (`acme-bank`) with a development-only secret, and a ready-t
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import os
@@ -28,11 +27,11 @@ DEV_ADMIN_TOKEN = "dev-admin-token"
 SANDBOX_KEY = "test_sandbox_key"
 
 
-def dev_settings(args: argparse.Namespace, sandbox_port: int) -> Settings:
+def dev_settings(host: str, sandbox_port: int, ledger: str) -> Settings:
     return load_settings(
-        chargebee_base_url=f"http://{args.host}:{sandbox_port}",
+        chargebee_base_url=f"http://{host}:{sandbox_port}",
         chargebee_api_key=SANDBOX_KEY,
-        ledger_url=f"sqlite:///{args.ledger}",
+        ledger_url=f"sqlite:///{ledger}",
         admin_token=DEV_ADMIN_TOKEN,
         # The dashboard's unacked counts and rates; it falls back to AMQP counts if this is off.
         amqp_management_url=os.environ.get("PAYRELAY_AMQP_MANAGEMENT_URL", "http://127.0.0.1:15672"),
@@ -40,8 +39,8 @@ def dev_settings(args: argparse.Namespace, sandbox_port: int) -> Settings:
     )
 
 
-def banner(args: argparse.Namespace, ports: dict[str, int]) -> str:
-    base = f"http://{args.host}"
+def banner(host: str, ports: dict[str, int], ledger: str) -> str:
+    base = f"http://{host}"
     return f"""
 payrelay dev is running (Ctrl-C stops everything)
 
@@ -50,7 +49,7 @@ payrelay dev is running (Ctrl-C stops everything)
   consumer   {base}:{ports["consumer"]}/metrics  /readyz
   sandbox    {base}:{ports["sandbox"]}/api/v1
              invoices INV-1001..INV-1010 (USD), INV-2001 (JPY), INV-3001 (BHD)
-  ledger     {args.ledger} (SQLite)
+  ledger     {ledger} (SQLite)
 
 Send a signed bank deposit for INV-1001 (in another terminal):
 
@@ -66,28 +65,24 @@ See what Chargebee received:  curl -s {base}:{ports["sandbox"]}/sandbox/requests
 """
 
 
-async def run_dev(args: argparse.Namespace) -> int:
-    ports = {
-        "receiver": args.port,
-        "ops": args.port + 1,
-        "sandbox": args.port + 10,
-        "consumer": args.port + 1022,
-    }
-    settings = dev_settings(args, ports["sandbox"])
+async def run_dev(host: str, port: int, ledger: str) -> int:
+    """Everything on `host`: the receiver on `port`, ops on port+1, sandbox +10, consumer +1022."""
+    ports = {"receiver": port, "ops": port + 1, "sandbox": port + 10, "consumer": port + 1022}
+    settings = dev_settings(host, ports["sandbox"], ledger)
     stop = asyncio.Event()
     stop_on_signals(stop)
     tasks = [
         asyncio.create_task(
-            serve_until(create_sandbox(SandboxConfig(api_key=SANDBOX_KEY)), args.host, ports["sandbox"], stop)
+            serve_until(create_sandbox(SandboxConfig(api_key=SANDBOX_KEY)), host, ports["sandbox"], stop)
         ),
-        asyncio.create_task(serve_until(create_receiver(settings), args.host, ports["receiver"], stop)),
-        asyncio.create_task(run_consumer(settings, stop, host=args.host, port=ports["consumer"])),
+        asyncio.create_task(serve_until(create_receiver(settings), host, ports["receiver"], stop)),
+        asyncio.create_task(run_consumer(settings, stop, host=host, port=ports["consumer"])),
     ]
     ops = create_ops(settings, allow_no_token_on_loopback=True)
-    tasks.append(asyncio.create_task(serve_until(ops, args.host, ports["ops"], stop)))
+    tasks.append(asyncio.create_task(serve_until(ops, host, ports["ops"], stop)))
     await asyncio.sleep(1.0)
     if not any(t.done() for t in tasks):
-        print(banner(args, ports), flush=True)
+        print(banner(host, ports, ledger), flush=True)
     done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
