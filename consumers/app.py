@@ -33,7 +33,6 @@ from service.metrics import Metrics, create_metrics
 from service.queue_stats import queue_stats
 from service.serving import serve_until
 from service.settings import Settings
-from service.topology import build
 
 log = logging.getLogger("payrelay.consumer")
 CLEANUP_EVERY = timedelta(hours=1)
@@ -93,24 +92,22 @@ async def running_worker(
 ) -> AsyncIterator[RecordPaymentWorker]:
     """Everything a worker needs, opened in order and closed in reverse; yields the running worker."""
     metrics = metrics or create_metrics()
-    topology = build(settings.amqp_prefix, settings.retry_delays_seconds, settings.delivery_limit)
-    ledger = await Ledger.configured(settings)
-    connector = aiohttp.TCPConnector(limit=settings.consumer_prefetch, keepalive_timeout=60)
+    ledger = await settings.ledger.open()
+    connector = aiohttp.TCPConnector(limit=settings.consumer.prefetch, keepalive_timeout=60)
     session = aiohttp.ClientSession(connector=connector)
     client = ChargebeeClient(
         session,
-        api_base=settings.chargebee_api_base,
-        api_key=settings.chargebee_api_key.get_secret_value(),
-        api_version=settings.chargebee_api_version,
-        limiter=RateLimiter(settings.chargebee_rate_limit, metrics),
+        api_base=settings.chargebee.api_base,
+        api_key=settings.chargebee.api_key.get_secret_value(),
+        api_version=settings.chargebee.api_version,
+        limiter=RateLimiter(settings.chargebee.rate_limit, metrics),
         metrics=metrics,
-        timeout=settings.chargebee_timeout_seconds,
+        timeout=settings.chargebee.timeout_seconds,
     )
-    url = settings.amqp_url.get_secret_value()
-    broker = Broker(url, topology, publish_timeout=settings.publish_timeout_seconds, name="payrelay-consumer")
-    intake = Broker(url, topology, name="payrelay-consumer-intake", publishes=False)
+    broker = settings.broker.broker("payrelay-consumer")
+    intake = settings.broker.broker("payrelay-consumer-intake", publishes=False)
     invoices = InvoiceBook(
-        client, api_version=settings.chargebee_api_version, overpayment=settings.overpayment
+        client, api_version=settings.chargebee.api_version, overpayment=settings.consumer.overpayment
     )
     outbox = Outbox(broker, ledger, metrics)
     worker = RecordPaymentWorker(
@@ -125,7 +122,7 @@ async def running_worker(
     )
     intake.on_connect = worker.on_connect
     background = [
-        asyncio.create_task(_cleanup_forever(ledger, settings.ledger_retention_days)),
+        asyncio.create_task(_cleanup_forever(ledger, settings.ledger.retention_days)),
         asyncio.create_task(outbox.drain_forever()),
     ]
     try:
@@ -133,7 +130,7 @@ async def running_worker(
         await intake.start(wait=5.0)
         yield worker
     finally:
-        await worker.stop(settings.shutdown_grace_seconds)
+        await worker.stop(settings.consumer.shutdown_grace_seconds)
         for task in background:
             task.cancel()
         await intake.stop()
@@ -148,7 +145,7 @@ async def run(
     """The `payrelay consumer` process: work until `stop` is set, then shut down gracefully."""
     metrics = create_metrics()
     async with running_worker(settings, metrics) as worker:
-        port = settings.metrics_port if port is None else port
+        port = settings.consumer.metrics_port if port is None else port
         log.info("consumer health and metrics on http://%s:%d", host, port)
         app = health_app(settings, worker, worker.broker, metrics, worker.chargebee.session)
         serving = asyncio.create_task(serve_until(app, host, port, stop, lifespan="off"))

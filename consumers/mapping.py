@@ -128,31 +128,6 @@ def idempotency_key(key: EventKey, generation: int, part: str = WHOLE) -> str:
     return f"payrelay-{digest}-g{generation}"
 
 
-def skip_headers(settings: Settings, origin: str) -> dict[str, str]:
-    """The chargebee-event-* headers, from the global settings overridden per source."""
-    source = settings.sources.get(origin)
-    flags = {
-        "chargebee-event-email": settings.skip_emails,
-        "chargebee-event-webhook": settings.skip_webhooks,
-        "chargebee-event-actions": settings.skip_actions,
-    }
-    if source is not None:
-        overrides = {
-            "chargebee-event-email": source.skip_emails,
-            "chargebee-event-webhook": source.skip_webhooks,
-            "chargebee-event-actions": source.skip_actions,
-        }
-        flags |= {k: v for k, v in overrides.items() if v is not None}
-    return {header: "all-disabled" for header, on in flags.items() if on}
-
-
-def invoice_pattern(settings: Settings, origin: str) -> str:
-    source = settings.sources.get(origin)
-    return (
-        source.invoice_pattern if source is not None and source.invoice_pattern else settings.invoice_pattern
-    )
-
-
 def to_request(
     settings: Settings,
     key: EventKey,
@@ -173,7 +148,7 @@ def to_request(
         paid_at=int(payment.paid_at.timestamp()),
         memo=memo[:_MEMO_LIMIT] if memo else None,
         idempotency_key=idempotency_key(key, generation, part),
-        headers=skip_headers(settings, key[0]),
+        headers=settings.source(key[0]).skip_headers(),
     )
 
 

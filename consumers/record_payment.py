@@ -94,7 +94,7 @@ class RecordPaymentWorker:
 
     async def on_connect(self, connection: AbstractConnection) -> None:
         channel = await connection.channel()
-        await channel.set_qos(prefetch_count=self.settings.consumer_prefetch)
+        await channel.set_qos(prefetch_count=self.settings.consumer.prefetch)
         self._queue = await channel.get_queue(self.topology.work_queue, ensure=False)
         self._tag = None
         if not self.stopping and self.paused_reason is None:
@@ -156,7 +156,11 @@ class RecordPaymentWorker:
                 log.exception("unexpected error on message %r", message.message_id)
                 internal = TransientError(f"internal error: {type(exc).__name__}: {str(exc)[:300]}")
                 return decide(
-                    internal, attempts, self.settings.max_attempts, self.topology.retry_tiers, self.rng
+                    internal,
+                    attempts,
+                    self.settings.consumer.max_attempts,
+                    self.topology.retry_tiers,
+                    self.rng,
                 )
             stopped = attempt.stopped
             if stopped is None:
@@ -167,7 +171,11 @@ class RecordPaymentWorker:
                 await self._pause(str(stopped.error))
                 continue  # held until Chargebee accepts us again, then tried afresh
             disposition = decide(
-                stopped.error, attempts, self.settings.max_attempts, self.topology.retry_tiers, self.rng
+                stopped.error,
+                attempts,
+                self.settings.consumer.max_attempts,
+                self.topology.retry_tiers,
+                self.rng,
             )
             if key is not None:
                 await self._note(key, stopped, owner, disposition)
@@ -317,14 +325,14 @@ class RecordPaymentWorker:
         log.error(
             "Chargebee refuses payrelay's configuration (%s); consuming paused, re-checked every %.0fs",
             why,
-            self.settings.auth_retry_seconds,
+            self.settings.consumer.auth_retry_seconds,
         )
         self._auth_task = asyncio.get_running_loop().create_task(self._recheck())
         await self._stop_consuming()
 
     async def _recheck(self) -> None:
         while not self.stopping:
-            await asyncio.sleep(self.settings.auth_retry_seconds)
+            await asyncio.sleep(self.settings.consumer.auth_retry_seconds)
             try:
                 await self.chargebee.check_auth()
             except PaymentError as exc:

@@ -27,7 +27,6 @@ from consumers.mapping import (
     Part,
     RecordPayment,
     find_invoice,
-    invoice_pattern,
     named_shares,
     parts_of,
     reference_ids,
@@ -132,7 +131,7 @@ class Recorder:
     async def _plan(self, event: Event, key: EventKey, traceparent: str | None) -> list[Part]:
         """The parts of the event: named by it, or decided once from its references and kept."""
         payment = event.payment
-        pattern = invoice_pattern(self.settings, key[0])
+        pattern = self.settings.source(key[0]).invoice_pattern
         named = named_shares(payment, pattern)
         if named is not None:
             return parts_of(named)
@@ -157,7 +156,7 @@ class Recorder:
         self, event: Event, key: EventKey, part: Part, generation: int, owner: str, traceparent: str | None
     ) -> tuple[bytes, int]:
         """Record one part; returns its stored confirmations and 1 if this delivery recorded it."""
-        lease_seconds = self.settings.ledger_lease_seconds
+        lease_seconds = self.settings.ledger.lease_seconds
         claim = await self.ledger.claim(
             key,
             owner=owner,
@@ -172,7 +171,7 @@ class Recorder:
         if claim.status == "busy":
             raise Busy("another consumer is recording this payment")
         assert claim.history is not None
-        timeout = self.settings.chargebee_timeout_seconds
+        timeout = self.settings.chargebee.timeout_seconds
         lease = Lease(self.ledger, key, part.name, owner, lease_seconds, timeout)
         try:
             result = await self._call(event, key, part, generation, claim.history, traceparent, lease)
@@ -224,7 +223,7 @@ class Recorder:
         request = to_request(
             self.settings, key, payment, part.invoice_id, generation, part=part.name, amount=part.amount
         )
-        if must_reconcile(history, datetime.now(UTC), self.settings.chargebee_timeout_seconds):
+        if must_reconcile(history, datetime.now(UTC), self.settings.chargebee.timeout_seconds):
             found = await self._find(key, part, request, traceparent, lease)
             if found is not None:
                 return found

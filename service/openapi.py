@@ -145,7 +145,12 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         "application/cloudevents+json": {"schema": event},
         "application/json": {"schema": event},
         "application/cloudevents-batch+json": {
-            "schema": {"type": "array", "items": event, "minItems": 1, "maxItems": settings.max_batch_events}
+            "schema": {
+                "type": "array",
+                "items": event,
+                "minItems": 1,
+                "maxItems": settings.receiver.max_batch_events,
+            }
         },
     }
     micr = {

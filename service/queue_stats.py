@@ -28,7 +28,7 @@ from yarl import URL
 from service.broker import Broker, BrokerUnavailable
 from service.metrics import Metrics
 from service.settings import Settings
-from service.topology import Topology, build
+from service.topology import Topology
 
 log = logging.getLogger("payrelay.queue_stats")
 
@@ -65,10 +65,10 @@ class _Management:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> _Management | None:
-        if not settings.amqp_management_url:
+        if not settings.broker.management_url:
             return None
-        amqp = urlsplit(settings.amqp_url.get_secret_value())
-        base = URL(settings.amqp_management_url)
+        amqp = urlsplit(settings.broker.url.get_secret_value())
+        base = URL(settings.broker.management_url)
         if base.user is not None:  # credentials in the management URL win over amqp_url's
             user, password = base.user, base.password or ""
             base = base.with_user(None)
@@ -160,7 +160,7 @@ async def queue_stats(
 
     Without `session`, a short-lived one is opened when the management API is configured.
     """
-    topology = build(settings.amqp_prefix, settings.retry_delays_seconds, settings.delivery_limit)
+    topology = settings.broker.topology()
     names = queue_names(topology)
     amqp, managed = await asyncio.gather(
         asyncio.gather(*(_from_broker(broker, n) for n in names)),

@@ -31,7 +31,7 @@ from service.openapi import openapi_document
 from service.problems import problem
 from service.settings import Settings
 from service.signatures import SignatureError, Verifier, decode_secret
-from service.topology import Topology, build
+from service.topology import Topology
 
 log = logging.getLogger("payrelay.receiver")
 
@@ -140,9 +140,9 @@ class Ingest:
         if media_type not in _ACCEPTED_TYPES:
             return problem(415, f"content type must be one of {', '.join(sorted(_ACCEPTED_TYPES))}"), {}
         try:
-            body = await read_body(request, self.settings.max_body_bytes)
+            body = await read_body(request, self.settings.receiver.max_body_bytes)
         except BodyTooLarge:
-            return problem(413, f"body is larger than {self.settings.max_body_bytes} bytes"), {}
+            return problem(413, f"body is larger than {self.settings.receiver.max_body_bytes} bytes"), {}
         headers = request.headers
         try:
             source.verifier.verify(
@@ -158,8 +158,9 @@ class Ingest:
             items, is_batch = ev.parse_body(body, media_type)
         except ev.BodyError as exc:
             return problem(400, str(exc)), {}
-        if is_batch and not 0 < len(items) <= self.settings.max_batch_events:
-            detail = f"a batch holds 1 to {self.settings.max_batch_events} events; this one has {len(items)}"
+        limit = self.settings.receiver.max_batch_events
+        if is_batch and not 0 < len(items) <= limit:
+            detail = f"a batch holds 1 to {limit} events; this one has {len(items)}"
             return problem(422, detail, errors=[]), {}
         try:
             events = ev.validate_batch(items, source.types)
@@ -230,15 +231,10 @@ def create_app(
 ) -> Starlette:
     """The receiver ASGI app. Without `publisher`, the lifespan opens (and closes) a `Broker`."""
     metrics = metrics or create_metrics()
-    topology = build(settings.amqp_prefix, settings.retry_delays_seconds, settings.delivery_limit)
+    topology = settings.broker.topology()
     owned: Broker | None = None
     if publisher is None:
-        publisher = owned = Broker(
-            settings.amqp_url.get_secret_value(),
-            topology,
-            publish_timeout=settings.publish_timeout_seconds,
-            name="payrelay-receiver",
-        )
+        publisher = owned = settings.broker.broker("payrelay-receiver")
     the_publisher = publisher
     ingest = Ingest(settings, the_publisher, topology, metrics)
     document = orjson.dumps(openapi_document(settings))

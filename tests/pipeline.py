@@ -98,7 +98,7 @@ class Pipeline:
         self, count: int, within: float = 10.0
     ) -> list[aio_pika.abc.AbstractIncomingMessage]:
         channel = await self.amqp.channel()
-        queue = await channel.get_queue(f"{self.settings.amqp_prefix}.dead-letter", ensure=False)
+        queue = await channel.get_queue(f"{self.settings.broker.prefix}.dead-letter", ensure=False)
         got: list[aio_pika.abc.AbstractIncomingMessage] = []
         deadline = asyncio.get_running_loop().time() + within
         while len(got) < count:
@@ -113,7 +113,7 @@ class Pipeline:
 
     async def queue_depth(self, name: str) -> int:
         channel = await self.amqp.channel()
-        queue = await channel.declare_queue(f"{self.settings.amqp_prefix}.{name}", passive=True)
+        queue = await channel.declare_queue(f"{self.settings.broker.prefix}.{name}", passive=True)
         await channel.close()
         return queue.declaration_result.message_count or 0
 

@@ -35,8 +35,7 @@ import yaml
 
 from service.cli import build_parser
 from service.metrics import create_metrics
-from service.settings import Settings, SourceSettings
-from service.topology import build as build_topology
+from service.settings import FLAT, Settings, SourceSettings
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
@@ -380,8 +379,13 @@ def test_every_container_runs_a_real_payrelay_subcommand(build: str) -> None:
     assert not unknown, "not payrelay commands:\n" + "\n".join(unknown)
 
 
+def setting_names() -> set[str]:
+    """The top-level TOML keys payrelay takes: the documented flat names, the parts, `sources`."""
+    return set(FLAT) | set(Settings.model_fields)
+
+
 def settings_env_names() -> set[str]:
-    return {f"PAYRELAY_{name.upper()}" for name in Settings.model_fields} | {"PAYRELAY_CONFIG"}
+    return {f"PAYRELAY_{name.upper()}" for name in setting_names()} | {"PAYRELAY_CONFIG"}
 
 
 @pytest.mark.parametrize("build", BUILDS)
@@ -404,7 +408,7 @@ def test_every_payrelay_variable_is_a_setting_and_every_secret_key_exists(build:
 def test_the_config_file_is_valid_settings(build: str, tmp_path: Path) -> None:
     """payrelay.toml has only Settings/SourceSettings keys and, with the Deployments' values, validates."""
     data = config_toml(render(build))
-    assert set(data) <= set(Settings.model_fields), set(data) - set(Settings.model_fields)
+    assert set(data) <= setting_names(), set(data) - setting_names()
     for name, source in data["sources"].items():
         assert set(source) <= set(SourceSettings.model_fields), f"sources.{name}: {set(source)}"
         stand_in = tmp_path / name
@@ -664,7 +668,7 @@ def test_queue_names_in_manifests_are_the_topology_s(build: str) -> None:
     """KEDA's queueName and every queue="..." in alerts and the dashboard are queues payrelay declares."""
     objects = render(build)
     settings = Settings(**{k: v for k, v in config_toml(objects).items() if k != "sources"})
-    topology = build_topology(settings.amqp_prefix, settings.retry_delays_seconds, settings.delivery_limit)
+    topology = settings.broker.topology()
     queues = {queue.name for queue in topology.queues}
     (scaled,) = of_kind(objects, "ScaledObject")
     assert scaled["spec"]["triggers"][0]["metadata"]["queueName"] == topology.work_queue

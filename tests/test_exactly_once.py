@@ -64,7 +64,7 @@ async def replay_all(pipe: Pipeline, ledger_url: str) -> None:
 async def dlq(pipe: Pipeline, ledger_url: str, *args: str) -> str:
     env = {
         **os.environ,
-        "PAYRELAY_AMQP_PREFIX": pipe.settings.amqp_prefix,
+        "PAYRELAY_AMQP_PREFIX": pipe.settings.broker.prefix,
         "PAYRELAY_LEDGER_URL": ledger_url,
         "PAYRELAY_AMQP_URL": AMQP_URL,
     }
@@ -80,7 +80,7 @@ async def dlq(pipe: Pipeline, ledger_url: str, *args: str) -> str:
 async def redeliver(pipe: Pipeline, event: dict[str, Any]) -> None:
     """The event again, straight to the events exchange (the receiver answers a quick repeat itself)."""
     channel = await pipe.amqp.channel(publisher_confirms=True)
-    exchange = await channel.get_exchange(f"{pipe.settings.amqp_prefix}.events")
+    exchange = await channel.get_exchange(f"{pipe.settings.broker.prefix}.events")
     message = aio_pika.Message(
         orjson.dumps(event), message_id=event["id"], headers={"x-payrelay-source": "acme-bank"}
     )
@@ -296,7 +296,7 @@ async def test_a_replay_after_retention_deleted_the_row_records_nothing_new(
         headers={"x-payrelay-source": "acme-bank", "x-payrelay-generation": 1},
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
     )
-    await channel.default_exchange.publish(message, routing_key=f"{pipe.settings.amqp_prefix}.record-payment")
+    await channel.default_exchange.publish(message, routing_key=pipe.worker.topology.work_queue)
     await channel.close()
     [again] = await pipe.confirmations(1)
     assert again["data"]["transaction_id"] == first["data"]["transaction_id"]

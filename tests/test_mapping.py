@@ -11,8 +11,6 @@ from consumers.mapping import (
     find_invoice,
     form_fields,
     idempotency_key,
-    invoice_pattern,
-    skip_headers,
     to_request,
 )
 from service.events import EventInvalid, Payment, validate
@@ -71,22 +69,22 @@ def test_remittance_preferred_over_memo() -> None:
 def test_per_source_pattern_overrides_global() -> None:
     """invoice_pattern returns the source's own pattern for that source."""
     config = settings(sources={"acme-bank": source(invoice_pattern=r"ACME/(\d+)")})
-    assert invoice_pattern(config, "acme-bank") == r"ACME/(\d+)"
+    assert config.source("acme-bank").invoice_pattern == r"ACME/(\d+)"
 
 
 def test_global_pattern_for_source_without_one() -> None:
     """A source without invoice_pattern, or an unknown origin, gets the global pattern."""
     config = settings(invoice_pattern=r"BILL-\d+", sources={"lockbox": source()})
-    assert invoice_pattern(config, "lockbox") == r"BILL-\d+"
-    assert invoice_pattern(config, "unknown") == r"BILL-\d+"
+    assert config.source("lockbox").invoice_pattern == r"BILL-\d+"
+    assert config.source("unknown").invoice_pattern == r"BILL-\d+"
 
 
 def test_per_source_pattern_used_for_matching() -> None:
     """The source's pattern finds an invoice the global pattern would not."""
     config = settings(sources={"acme-bank": source(invoice_pattern=r"ACME/(\d+)")})
     found = payment(deposit(remittance_information="ref ACME/3141"))
-    assert find_invoice(found, invoice_pattern(config, "acme-bank")) == "3141"
-    assert find_invoice(found, invoice_pattern(config, "other")) is None
+    assert find_invoice(found, config.source("acme-bank").invoice_pattern) == "3141"
+    assert find_invoice(found, config.source("other").invoice_pattern) is None
 
 
 def test_first_group_is_the_invoice_id() -> None:
@@ -186,12 +184,12 @@ def test_idempotency_key_fits_chargebee_limit() -> None:
     assert len(idempotency_key(long_key, 10**12)) <= 100
 
 
-# -- skip_headers --------------------------------------------------------------------------------
+# -- a source's skip headers (Settings.source) ---------------------------------------------------
 
 
 def test_no_skip_headers_by_default() -> None:
     """With every flag off, no chargebee-event-* header is sent."""
-    assert skip_headers(settings(), "acme-bank") == {}
+    assert settings().source("acme-bank").skip_headers() == {}
 
 
 @pytest.mark.parametrize(
@@ -204,13 +202,13 @@ def test_no_skip_headers_by_default() -> None:
 )
 def test_global_flag_sets_its_header(flag: str, header: str) -> None:
     """Each global flag sends exactly its header, with value all-disabled."""
-    assert skip_headers(settings(**{flag: True}), "acme-bank") == {header: "all-disabled"}
+    assert settings(**{flag: True}).source("acme-bank").skip_headers() == {header: "all-disabled"}
 
 
 def test_all_three_headers() -> None:
     """All flags on: all three headers, each all-disabled."""
     config = settings(skip_emails=True, skip_webhooks=True, skip_actions=True)
-    assert skip_headers(config, "acme-bank") == dict.fromkeys(HEADERS, "all-disabled")
+    assert config.source("acme-bank").skip_headers() == dict.fromkeys(HEADERS, "all-disabled")
 
 
 def test_source_false_overrides_global_true() -> None:
@@ -221,25 +219,25 @@ def test_source_false_overrides_global_true() -> None:
         skip_actions=True,
         sources={"acme-bank": source(skip_emails=False, skip_webhooks=False, skip_actions=False)},
     )
-    assert skip_headers(config, "acme-bank") == {}
+    assert config.source("acme-bank").skip_headers() == {}
 
 
 def test_source_true_overrides_global_false() -> None:
     """A source's True turns on a header the global settings leave off."""
     config = settings(sources={"acme-bank": source(skip_emails=True, skip_webhooks=True, skip_actions=True)})
-    assert skip_headers(config, "acme-bank") == dict.fromkeys(HEADERS, "all-disabled")
+    assert config.source("acme-bank").skip_headers() == dict.fromkeys(HEADERS, "all-disabled")
 
 
 def test_source_unset_inherits_global() -> None:
     """A source that sets only one flag inherits the others from the global settings."""
     config = settings(skip_emails=True, skip_actions=True, sources={"acme-bank": source(skip_emails=False)})
-    assert skip_headers(config, "acme-bank") == {"chargebee-event-actions": "all-disabled"}
+    assert config.source("acme-bank").skip_headers() == {"chargebee-event-actions": "all-disabled"}
 
 
 def test_override_applies_to_its_source_only() -> None:
     """Another origin keeps the global flags."""
     config = settings(skip_webhooks=True, sources={"acme-bank": source(skip_webhooks=False)})
-    assert skip_headers(config, "lockbox") == {"chargebee-event-webhook": "all-disabled"}
+    assert config.source("lockbox").skip_headers() == {"chargebee-event-webhook": "all-disabled"}
 
 
 # -- to_request ----------------------------------------------------------------------------------

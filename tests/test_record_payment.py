@@ -122,7 +122,7 @@ async def test_same_event_twice_records_once(pipe: Pipeline, amqp: aio_pika.abc.
     [first] = await pipe.confirmations(1)
     # Published straight to the exchange: the receiver's short-term duplicate filter is not involved.
     channel = await amqp.channel(publisher_confirms=True)
-    exchange = await channel.get_exchange(f"{pipe.settings.amqp_prefix}.events")
+    exchange = await channel.get_exchange(f"{pipe.settings.broker.prefix}.events")
     message = aio_pika.Message(
         orjson.dumps(event), message_id=event["id"], headers={"x-payrelay-source": "acme-bank"}
     )
@@ -202,7 +202,7 @@ async def test_invalid_event_in_the_queue_is_dead_lettered(
 ) -> None:
     """A message that is not a valid event (published around the receiver) is dead-lettered invalid_event."""
     channel = await amqp.channel(publisher_confirms=True)
-    exchange = await channel.get_exchange(f"{pipe.settings.amqp_prefix}.events")
+    exchange = await channel.get_exchange(f"{pipe.settings.broker.prefix}.events")
     await exchange.publish(aio_pika.Message(b"{not json", message_id="junk"), routing_key="bank.deposit")
     [dead] = await pipe.dead_letters(1)
     assert (dead.message_id, dead.headers["x-payrelay-reason"]) == ("junk", "invalid_event")

@@ -1,11 +1,12 @@
 """Settings from TOML plus PAYRELAY_* overrides, validated with messages that name the bad key."""
 
 from pathlib import Path
+from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
-from service.settings import ConfigError, Settings, SourceSettings, load_settings
+from service.settings import FLAT, ConfigError, Settings, SourceSettings, load_settings
 from tests.conftest import LOCKBOX_SECRET, OLD_SECRET, SECRET
 
 TOML = f"""
@@ -33,7 +34,7 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_reads_the_toml_file(config: Path) -> None:
     """Top-level keys and [sources.NAME] tables come from the file."""
     settings = load_settings()
-    assert settings.amqp_prefix == "fromfile"
+    assert settings.broker.prefix == "fromfile"
     source = settings.sources["acme-bank"]
     assert source.types == ["bank.deposit"]
     assert source.tolerance_seconds == 120
@@ -46,7 +47,7 @@ def test_environment_overrides_the_file(config: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("PAYRELAY_CHARGEBEE_API_VERSION", "v1")
     monkeypatch.setenv("PAYRELAY_AMQP_PREFIX", "fromenv")
     settings = load_settings()
-    assert (settings.chargebee_api_version, settings.amqp_prefix) == ("v1", "fromenv")
+    assert (settings.chargebee.api_version, settings.broker.prefix) == ("v1", "fromenv")
 
 
 def test_secrets_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -194,3 +195,116 @@ def test_shared_secret_built_directly_is_a_validation_error_without_the_secret()
     assert "sources acme-bank and lockbox share a signing secret" in str(exc.value)
     assert SECRET not in str(exc.value)
     assert SECRET.removeprefix("whsec_") not in str(exc.value)
+
+
+# -- the parts and the documented flat names --------------------------------------------------------
+
+# A value other than the default for every flat name, as it would be written in the environment.
+_ENV_VALUES = {
+    "amqp_url": "amqp://u:p@broker:5672/", "amqp_prefix": "pfx", "publish_timeout_seconds": "7",
+    "delivery_limit": "9", "retry_delays_seconds": "[3, 4]", "amqp_management_url": "http://mq:15672",
+    "max_body_bytes": "99", "max_batch_events": "9", "chargebee_site": "acme",
+    "chargebee_base_url": "http://127.0.0.1:1", "chargebee_api_key": "test_k", "chargebee_api_version": "v2",
+    "chargebee_rate_limit": "0", "chargebee_timeout_seconds": "3", "skip_emails": "true",
+    "skip_webhooks": "true", "skip_actions": "true", "ledger_url": "sqlite:///x.db",
+    "ledger_retention_days": "9", "ledger_lease_seconds": "95", "ledger_statement_timeout_seconds": "4",
+    "consumer_prefetch": "9", "max_attempts": "9", "auth_retry_seconds": "9", "shutdown_grace_seconds": "9",
+    "metrics_port": "9999", "invoice_pattern": "X-\\d+", "overpayment": "review", "admin_token": "tok",
+}  # fmt: skip
+
+
+def _plain(value: Any) -> Any:
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
+def _value(settings: Settings, flat: str) -> Any:
+    part, field = FLAT[flat]
+    return _plain(getattr(getattr(settings, part), field))
+
+
+def _default(flat: str) -> Any:
+    part, field = FLAT[flat]
+    model = Settings.model_fields[part].annotation
+    assert isinstance(model, type)
+    return _plain(model.model_fields[field].get_default(call_default_factory=True))
+
+
+def test_every_documented_name_is_mapped_to_a_part() -> None:
+    """The table covers every field of every part, once: nothing settable is left without a flat name."""
+    fields = {(part, f) for part in ("broker", "receiver", "chargebee", "ledger", "consumer", "ops")
+              for f in type(getattr(Settings(), part)).model_fields}  # fmt: skip
+    assert set(FLAT.values()) == fields
+    assert set(_ENV_VALUES) == set(FLAT)
+
+
+@pytest.mark.parametrize("flat", sorted(FLAT))
+def test_each_flat_environment_variable_sets_its_part(flat: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PAYRELAY_<NAME> (SPEC §7, the k8s manifests) still sets the setting, now kept in its part."""
+    monkeypatch.delenv("PAYRELAY_CONFIG", raising=False)
+    monkeypatch.setenv(f"PAYRELAY_{flat.upper()}", _ENV_VALUES[flat])
+    # Some names only validate with others (a 95 s lease for a 9-message prefetch, say): give the
+    # lease room, so that each variable is tried on its own.
+    if flat != "ledger_lease_seconds":
+        monkeypatch.setenv("PAYRELAY_LEDGER_LEASE_SECONDS", "10000")
+    assert _value(load_settings(), flat) != _default(flat)
+
+
+def test_flat_toml_keys_and_keyword_arguments_set_the_parts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "payrelay.toml"
+    config.write_text(
+        'amqp_prefix = "fromfile"\nledger_url = "sqlite:///f.db"\n[chargebee]\napi_version = "v2"\n'
+    )
+    monkeypatch.setenv("PAYRELAY_CONFIG", str(config))
+    loaded = load_settings(consumer_prefetch=5)
+    assert (loaded.broker.prefix, loaded.ledger.url, loaded.chargebee.api_version) == (
+        "fromfile",
+        "sqlite:///f.db",
+        "v2",
+    )
+    assert loaded.consumer.prefetch == 5
+    assert Settings(amqp_prefix="direct").broker.prefix == "direct"
+
+
+def test_the_environment_beats_the_file_in_either_spelling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PAYRELAY_AMQP_PREFIX and PAYRELAY_BROKER__PREFIX both override the file's amqp_prefix."""
+    config = tmp_path / "payrelay.toml"
+    config.write_text('amqp_prefix = "fromfile"\ndelivery_limit = 30\n')
+    monkeypatch.setenv("PAYRELAY_CONFIG", str(config))
+    monkeypatch.setenv("PAYRELAY_AMQP_PREFIX", "flat")
+    monkeypatch.setenv("PAYRELAY_BROKER__DELIVERY_LIMIT", "40")
+    loaded = load_settings()
+    assert (loaded.broker.prefix, loaded.broker.delivery_limit) == ("flat", 40)
+
+
+def test_an_error_in_a_part_is_reported_under_the_name_people_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PAYRELAY_CONFIG", raising=False)
+    monkeypatch.setenv("PAYRELAY_DELIVERY_LIMIT", "0")
+    with pytest.raises(ConfigError, match=r"^invalid configuration:\n  delivery_limit: "):
+        load_settings()
+
+
+def test_the_parts_build_what_they_configure() -> None:
+    """settings.broker.topology() and .broker(name), settings.ledger.url, settings.source(name)."""
+    acme_bank = SourceSettings(secrets=[SECRET], skip_emails=False, invoice_pattern="A-\\d+")
+    config = Settings(
+        amqp_prefix="pfx",
+        retry_delays_seconds=[3],
+        delivery_limit=7,
+        skip_emails=True,
+        sources={"acme-bank": acme_bank},
+    )
+    topology = config.broker.topology()
+    assert (topology.work_queue, [t.delay_seconds for t in topology.retry_tiers]) == (
+        "pfx.record-payment",
+        [3],
+    )
+    broker = config.broker.broker("payrelay-test")
+    assert (broker.name, broker.topology.prefix, broker.publishes) == ("payrelay-test", "pfx", True)
+    acme, other = config.source("acme-bank"), config.source("other")
+    assert (acme.skip_headers(), acme.invoice_pattern) == ({}, "A-\\d+")
+    assert other.skip_headers() == {"chargebee-event-email": "all-disabled"}
+    assert other.invoice_pattern == config.consumer.invoice_pattern

@@ -54,11 +54,10 @@ def _topology_refused(settings: Settings) -> bool:
     A broker that is down is not a refusal: the server starts and answers 503 until it is back.
     """
     from service.broker import TopologyMismatch, declare_once
-    from service.topology import build
 
-    topology = build(settings.amqp_prefix, settings.retry_delays_seconds, settings.delivery_limit)
+    topology = settings.broker.topology()
     try:
-        run_async(declare_once(settings.amqp_url.get_secret_value(), topology, connect_timeout=3.0))
+        run_async(declare_once(settings.broker.url.get_secret_value(), topology, connect_timeout=3.0))
     except TopologyMismatch as exc:
         print(f"payrelay: {exc}", file=sys.stderr)
         return True
@@ -96,11 +95,10 @@ def cmd_ops(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_topology(args: argparse.Namespace, settings: Settings) -> int:
     from service.broker import TopologyMismatch, declare_once
-    from service.topology import build
 
-    topology = build(settings.amqp_prefix, settings.retry_delays_seconds, settings.delivery_limit)
+    topology = settings.broker.topology()
     try:
-        names = run_async(declare_once(settings.amqp_url.get_secret_value(), topology))
+        names = run_async(declare_once(settings.broker.url.get_secret_value(), topology))
     except TopologyMismatch as exc:
         print(f"payrelay: {exc}", file=sys.stderr)
         return 2

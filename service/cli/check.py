@@ -8,15 +8,13 @@ import aiohttp
 from consumers.chargebee import ChargebeeClient
 from consumers.errors import ConfigurationFault, PaymentError
 from consumers.rate_limit import RateLimiter
-from service.ledger import Ledger
 from service.metrics import create_metrics
 from service.settings import ConfigError, Settings
-from service.topology import build
 
 
 async def _broker(settings: Settings) -> str:
-    topology = build(settings.amqp_prefix, settings.retry_delays_seconds, settings.delivery_limit)
-    connection = await aio_pika.connect(settings.amqp_url.get_secret_value(), timeout=5)
+    topology = settings.broker.topology()
+    connection = await aio_pika.connect(settings.broker.url.get_secret_value(), timeout=5)
     try:
         channel = await connection.channel()
         try:
@@ -31,7 +29,7 @@ async def _broker(settings: Settings) -> str:
 
 
 async def _ledger(settings: Settings) -> str:
-    ledger = await Ledger.configured(settings)
+    ledger = await settings.ledger.open()
     try:
         await ledger.recent(limit=1)
     finally:
@@ -43,15 +41,15 @@ async def _chargebee(settings: Settings) -> str:
     async with aiohttp.ClientSession() as session:
         client = ChargebeeClient(
             session,
-            api_base=settings.chargebee_api_base,
-            api_key=settings.chargebee_api_key.get_secret_value(),
-            api_version=settings.chargebee_api_version,
+            api_base=settings.chargebee.api_base,
+            api_key=settings.chargebee.api_key.get_secret_value(),
+            api_version=settings.chargebee.api_version,
             limiter=RateLimiter(0),
             metrics=create_metrics(),
             timeout=10,
         )
         await client.check_auth()
-    return f"API key accepted by {settings.chargebee_api_base}"
+    return f"API key accepted by {settings.chargebee.api_base}"
 
 
 async def run_checks(settings: Settings) -> int:

@@ -107,7 +107,7 @@ class Ledger:
     async def configured(cls, settings: Settings) -> Ledger:
         """The ledger the settings name (`ledger_url`, `ledger_statement_timeout_seconds`)."""
         return await cls.open(
-            settings.ledger_url, statement_timeout=settings.ledger_statement_timeout_seconds
+            settings.ledger.url, statement_timeout=settings.ledger.statement_timeout_seconds
         )
 
     async def close(self) -> None:

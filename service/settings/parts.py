@@ -1,0 +1,130 @@
+"""The parts of the settings, one per concern, each building the objects it configures."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from service.settings.sources import compiled
+
+if TYPE_CHECKING:
+    from service.broker import Broker
+    from service.ledger import Ledger
+    from service.topology import Topology
+
+DEFAULT_INVOICE_PATTERN = r"\bINV-?\d+\b"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names every bad key and never a secret."""
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BrokerSettings(_Part):
+    """RabbitMQ: where, the names (prefix), the work queue's delivery limit and the retry tiers."""
+
+    url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    prefix: str = Field(default="payrelay", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    publish_timeout_seconds: float = Field(default=5.0, gt=0)
+    delivery_limit: int = Field(default=20, ge=1)
+    retry_delays_seconds: list[int] = Field(default_factory=lambda: [5, 30, 120, 600, 1800])
+    # RabbitMQ's management API (unacked counts and rates); credentials come from `url`.
+    management_url: str | None = Field(default=None, pattern=r"^https?://[^/\s]+$")
+
+    @field_validator("retry_delays_seconds")
+    @classmethod
+    def _check_delays(cls, value: list[int]) -> list[int]:
+        if not value or any(d <= 0 for d in value):
+            raise ValueError("needs at least one delay, every one a positive number of seconds")
+        return value
+
+    def topology(self) -> Topology:
+        from service.topology import build
+
+        return build(self.prefix, self.retry_delays_seconds, self.delivery_limit)
+
+    def broker(self, name: str, *, publishes: bool = True) -> Broker:
+        """A supervised connection to this broker, not started, named `name` in RabbitMQ."""
+        from service.broker import Broker
+
+        return Broker(
+            self.url.get_secret_value(),
+            self.topology(),
+            publish_timeout=self.publish_timeout_seconds,
+            name=name,
+            publishes=publishes,
+        )
+
+
+class ReceiverSettings(_Part):
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1)
+    max_batch_events: int = Field(default=500, ge=1)
+
+
+class ChargebeeSettings(_Part):
+    """The Chargebee site, the key, the API version, the client-side limit, the skip headers."""
+
+    site: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]*$")
+    base_url: str | None = Field(default=None, pattern=r"^https?://[^/\s]+$")
+    api_key: SecretStr = SecretStr("")
+    api_version: Literal["v1", "v2"] = "v1"
+    rate_limit: int = Field(default=150, ge=0)  # requests per minute per process; 0 = none
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    skip_emails: bool = False
+    skip_webhooks: bool = False
+    skip_actions: bool = False
+
+    @property
+    def api_base(self) -> str:
+        """Where `/invoices/...` lives: the base URL (or the site's) plus `/api/v1` or `/api/v2`."""
+        if self.base_url:
+            root = self.base_url.rstrip("/")
+        elif self.site:
+            root = f"https://{self.site}.chargebee.com"
+        else:
+            raise ConfigError("set PAYRELAY_CHARGEBEE_SITE or PAYRELAY_CHARGEBEE_BASE_URL")
+        return f"{root}/api/{self.api_version}"
+
+
+class LedgerSettings(_Part):
+    url: str = "sqlite:///payrelay-ledger.db"
+    retention_days: int = Field(default=30, ge=1)
+    # How long a consumer may hold a payment before another replica may take it over.
+    lease_seconds: float = Field(default=90.0, gt=0)
+    # No ledger statement waits longer: a hung database fails the write instead of holding messages.
+    statement_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not re.match(r"^(sqlite:///.+|postgres(ql)?://.+)$", value):
+            raise ValueError("must be sqlite:///path/to/file.db or postgresql://user@host:port/db")
+        return value
+
+    async def open(self) -> Ledger:
+        from service.ledger import Ledger
+
+        return await Ledger.open(self.url, statement_timeout=self.statement_timeout_seconds)
+
+
+class ConsumerSettings(_Part):
+    prefetch: int = Field(default=64, ge=1)
+    max_attempts: int = Field(default=6, ge=1)
+    auth_retry_seconds: float = Field(default=30.0, gt=0)
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    metrics_port: int = Field(default=9102, ge=0, le=65535)
+    invoice_pattern: str = DEFAULT_INVOICE_PATTERN
+    # A payment above the invoice's amount due: record it (Chargebee keeps the excess as the
+    # customer's excess payments) or send it to a person (dead letter `overpayment`, until review).
+    overpayment: Literal["record", "review"] = "record"
+
+    _check_pattern = field_validator("invoice_pattern")(compiled)
+
+
+class OpsSettings(_Part):
+    admin_token: SecretStr | None = None

@@ -1,0 +1,85 @@
+"""Upstream senders, `[sources.NAME]`: their secrets and overrides, and their effective values."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from service.events import EVENT_TYPES, EventType
+from service.signatures import decode_secret
+
+_SKIP_HEADERS = {
+    "skip_emails": "chargebee-event-email",
+    "skip_webhooks": "chargebee-event-webhook",
+    "skip_actions": "chargebee-event-actions",
+}
+
+
+def compiled(pattern: str) -> str:
+    """`pattern` if it is a valid regular expression; the error says why not."""
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from None
+    return pattern
+
+
+class SourceSettings(BaseModel):
+    """One upstream sender, `[sources.NAME]` in the TOML file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    secrets: list[SecretStr] = Field(default_factory=list)
+    secrets_file: Path | None = None
+    types: list[EventType] = Field(default_factory=lambda: list(EVENT_TYPES))
+    tolerance_seconds: int = Field(default=300, ge=0)
+    skip_emails: bool | None = None
+    skip_webhooks: bool | None = None
+    skip_actions: bool | None = None
+    invoice_pattern: str | None = None
+
+    _check_pattern = field_validator("invoice_pattern")(lambda v: v if v is None else compiled(v))
+
+    @model_validator(mode="after")
+    def _load_secrets(self) -> SourceSettings:
+        secrets = list(self.secrets)
+        if self.secrets_file is not None:
+            try:
+                text = self.secrets_file.read_text()
+            except OSError as exc:
+                raise ValueError(f"secrets_file cannot be read: {exc.strerror}") from None
+            secrets += [SecretStr(s) for s in text.split()]
+        if not secrets:
+            raise ValueError("a source needs at least one secret (secrets or secrets_file)")
+        for secret in secrets:
+            decode_secret(secret.get_secret_value())  # ValueError says what is wrong, not the value
+        object.__setattr__(self, "secrets", secrets)
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class EffectiveSource:
+    """What applies to events from one source: its own overrides, else the global settings."""
+
+    name: str
+    invoice_pattern: str
+    skip_emails: bool
+    skip_webhooks: bool
+    skip_actions: bool
+
+    def skip_headers(self) -> dict[str, str]:
+        """The `chargebee-event-*: all-disabled` headers this source's payments are sent with."""
+        return {header: "all-disabled" for flag, header in _SKIP_HEADERS.items() if getattr(self, flag)}
+
+
+def effective(
+    name: str, source: SourceSettings | None, *, invoice_pattern: str, skips: dict[str, bool]
+) -> EffectiveSource:
+    """Overlay a source's overrides (those it sets) on the global values."""
+    own = {flag: getattr(source, flag) for flag in _SKIP_HEADERS} if source is not None else {}
+    flags = {flag: own[flag] if own.get(flag) is not None else skips[flag] for flag in _SKIP_HEADERS}
+    pattern = source.invoice_pattern if source is not None and source.invoice_pattern else invoice_pattern
+    return EffectiveSource(name=name, invoice_pattern=pattern, **flags)
