@@ -18,8 +18,8 @@ both databases, so exactly one of any number of concurrent claimers across proce
 Leases compare the claimers' wall clocks; keep them synchronised and leases much longer than skew.
 
 Modules: `tables` (schema, column types, upserts), `records` (what the ledger hands out),
-`engine` (URLs and connection setup), `migrations` (older schemas), `store` (`Ledger`, with its
-group-commit writer).
+`engine` (URLs and connection setup), `migrations` (older schemas), `writer` (group commit),
+`store` (`Ledger`).
 """
 
 from service.ledger.engine import async_url

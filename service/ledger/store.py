@@ -1,14 +1,11 @@
-"""`Ledger`: claims, outcomes, queries and the audit on one database, writes committed in groups."""
+"""`Ledger`: claims, outcomes, the outbox, plans, queries and the audit, writes committed in groups."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -48,6 +45,7 @@ from service.ledger.tables import (
     Upserts,
     utc,
 )
+from service.ledger.writer import GroupWriter
 from service.messages import EventKey
 
 if TYPE_CHECKING:
@@ -55,12 +53,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("payrelay.ledger")
 
-T = TypeVar("T")
-Write = Callable[[AsyncConnection], Awaitable[T]]
 
 _DDL_LOCK_KEY = 0x70617972656C6179  # "payrelay": replicas starting together create the tables once
 _CLAIM_TRIES = 3
-_GROUP_MAX = 200  # writes per shared transaction
 _MAX_ERROR_CHARS = 4000
 DEFAULT_STATEMENT_TIMEOUT = 10.0
 
@@ -74,15 +69,11 @@ class Ledger:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._writer = engine.execution_options(payrelay_write=True)
         is_sqlite = engine.dialect.name == "sqlite"
         self._sql = Upserts.build(sqlite.insert if is_sqlite else postgresql.insert)
-        # SQLite has one writer: queue this process's writers here rather than in busy_timeout.
-        self._write_lock: contextlib.AbstractAsyncContextManager[Any] = (
-            asyncio.Lock() if is_sqlite else contextlib.nullcontext()
-        )
-        self._pending: list[tuple[Write[Any], asyncio.Future[Any]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._writes = GroupWriter(engine)
+        self._grouped = self._writes.run
+        self._write = self._writes.transaction
 
     @classmethod
     async def open(
@@ -111,54 +102,8 @@ class Ledger:
         )
 
     async def close(self) -> None:
-        if self._flusher is not None:
-            await self._flusher
+        await self._writes.drain()
         await self._engine.dispose()
-
-    @contextlib.asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
-        async with self._write_lock, self._writer.begin() as conn:
-            yield conn
-
-    async def _grouped(self, op: Write[T]) -> T:
-        """Run one write in a transaction shared with whatever other writes are waiting (group commit).
-
-        Under load many consumer tasks write at once; committing them together costs one lock,
-        one BEGIN and one COMMIT (one fsync) instead of one each. The answer is given only after
-        the shared transaction committed, so a claim is never reported before it is durable.
-        """
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append((op, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
-        return await asyncio.shield(future)
-
-    async def _flush(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending[:_GROUP_MAX], self._pending[_GROUP_MAX:]
-            try:
-                async with self._write() as conn:
-                    results = [await op(conn) for op, _ in batch]
-            except Exception:
-                # One write failed and took the shared transaction with it: run each on its own,
-                # so that only the failing one reports the error.
-                for op, future in batch:
-                    await self._alone(op, future)
-                continue
-            for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
-
-    async def _alone(self, op: Write[Any], future: asyncio.Future[Any]) -> None:
-        try:
-            async with self._write() as conn:
-                result = await op(conn)
-        except Exception as exc:
-            if not future.done():
-                future.set_exception(exc)
-            return
-        if not future.done():
-            future.set_result(result)
 
     async def _create_schema(self, schema: str | None) -> None:
         async with self._write() as conn:
