@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import orjson
 
-from service.events import INVOICE_ID, Payment
+from service.event_data import INVOICE_ID, Payment
 from service.ledger import WHOLE, EventKey
 from service.settings import Settings
 

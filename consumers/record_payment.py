@@ -187,7 +187,7 @@ class RecordPaymentWorker:
         origin = messages.text(headers, messages.SOURCE) or "unknown"
         try:
             event = events.validate(orjson.loads(message.body))
-        except (orjson.JSONDecodeError, events.EventInvalid) as exc:
+        except (orjson.JSONDecodeError, events.ContractError) as exc:
             return None, Attempt(stopped=Stopped(InvalidEvent(f"invalid event: {exc}")))
         key = messages.identity(origin, event.source, event.id)
         attempt = await self.recorder.record(

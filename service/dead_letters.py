@@ -89,7 +89,7 @@ def _int(value: Any) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class DeadLetter:
+class Letter:
     """One dead-lettered message, decoded for people and filters."""
 
     id: str
@@ -157,7 +157,7 @@ def _broker_reason(headers: dict[str, Any]) -> str:
     )
 
 
-def decode(message_id: str | None, headers: dict[str, Any], body: bytes) -> DeadLetter:
+def decode(message_id: str | None, headers: dict[str, Any], body: bytes) -> Letter:
     """A dead letter from its AMQP parts. Pure; never raises on a malformed body."""
     try:
         parsed = orjson.loads(body)
@@ -171,7 +171,7 @@ def decode(message_id: str | None, headers: dict[str, Any], body: bytes) -> Dead
         with contextlib.suppress(orjson.JSONDecodeError):
             chargebee = orjson.loads(raw_error)
     reason = _text(headers.get("x-payrelay-reason"))
-    return DeadLetter(
+    return Letter(
         id=message_id or (str(event.get("id")) if event else ""),
         reason=reason or _broker_reason(headers),
         error=_text(headers.get("x-payrelay-error"))
@@ -216,7 +216,7 @@ class Filter:
             or self.newer_than
         )
 
-    def matches(self, letter: DeadLetter, now: datetime) -> bool:
+    def matches(self, letter: Letter, now: datetime) -> bool:
         if self.empty:
             return self.everything
         if self.ids and letter.id not in self.ids:
@@ -231,7 +231,7 @@ class Filter:
             return False
         return self._age_matches(letter, now)
 
-    def _age_matches(self, letter: DeadLetter, now: datetime) -> bool:
+    def _age_matches(self, letter: Letter, now: datetime) -> bool:
         if self.older_than is None and self.newer_than is None:
             return True
         try:
@@ -264,7 +264,7 @@ def apply_edits(event: dict[str, Any], edits: dict[str, str]) -> dict[str, Any]:
     edited = {**event, "data": data}
     try:
         events.validate(edited)
-    except events.EventInvalid as exc:
+    except events.ContractError as exc:
         raise EditError(f"the edited event is invalid: {exc}") from None
     return edited
 
@@ -299,7 +299,7 @@ class Taken:
 class Outcome:
     """What an operation did (or, for a dry run, would do)."""
 
-    matched: list[DeadLetter] = field(default_factory=list)
+    matched: list[Letter] = field(default_factory=list)
     moved: int = 0
     scanned: int = 0
     dry_run: bool = False
@@ -358,7 +358,7 @@ class DeadLetterQueue:
         finally:
             await channel.close()
 
-    async def list(self, selector: Filter | None = None, limit: int | None = 1000) -> list[DeadLetter]:
+    async def list(self, selector: Filter | None = None, limit: int | None = 1000) -> list[Letter]:
         """Dead letters matching `selector` (all when None), oldest first; the queue is left as it was."""
         now = datetime.now(UTC)
         async with self._taken(limit) as taken:
@@ -395,7 +395,7 @@ class DeadLetterQueue:
     ) -> Outcome:
         """Delete matching dead letters for good."""
 
-        async def drop(message: AbstractIncomingMessage, letter: DeadLetter) -> None:
+        async def drop(message: AbstractIncomingMessage, letter: Letter) -> None:
             await message.ack()
 
         outcome = await self._each(selector, dry_run, progress, drop)
@@ -411,10 +411,10 @@ class DeadLetterQueue:
 
     def _replay_one(
         self, actor: str, edits: dict[str, str] | None, rate: float | None
-    ) -> Callable[[AbstractIncomingMessage, DeadLetter], Any]:
+    ) -> Callable[[AbstractIncomingMessage, Letter], Any]:
         interval = 1.0 / rate if rate else 0.0
 
-        async def replay(message: AbstractIncomingMessage, letter: DeadLetter) -> None:
+        async def replay(message: AbstractIncomingMessage, letter: Letter) -> None:
             body = message.body
             if edits and letter.event is not None:  # checked for every letter before the first move
                 body = orjson.dumps(apply_edits(letter.event, edits))
@@ -449,8 +449,8 @@ class DeadLetterQueue:
         selector: Filter,
         dry_run: bool,
         progress: Progress | None,
-        act: Callable[[AbstractIncomingMessage, DeadLetter], Any],
-        check: Callable[[DeadLetter], None] | None = None,
+        act: Callable[[AbstractIncomingMessage, Letter], Any],
+        check: Callable[[Letter], None] | None = None,
     ) -> Outcome:
         outcome = Outcome(dry_run=dry_run)
         now = datetime.now(UTC)
@@ -475,7 +475,7 @@ class DeadLetterQueue:
         return outcome
 
 
-def check_edits(letter: DeadLetter, edits: dict[str, str]) -> None:
+def check_edits(letter: Letter, edits: dict[str, str]) -> None:
     """Raise EditError, naming the dead letter, if `edits` cannot be applied to it."""
     if letter.event is None:
         raise EditError(f"{letter.id}: the body is not a JSON event; it cannot be edited")

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.events import (
+from service.event_data import (
     FINGERPRINT_PATTERN,
     INVOICE_ID_PATTERN,
     LAST4_PATTERN,
     MAX_ALLOCATIONS,
-    MAX_IDENTITY_BYTES,
     MAX_NAME,
     MAX_REFERENCE,
     MAX_REFERENCES,
     MAX_TEXT,
     ROUTING_NUMBER_PATTERN,
 )
+from service.events import MAX_IDENTITY_BYTES
 from service.money import DECIMAL_PATTERN, known_currencies
 from service.settings import Settings
 

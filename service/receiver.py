@@ -164,7 +164,7 @@ class Ingest:
             return problem(422, detail, errors=[]), {}
         try:
             events = ev.validate_batch(items, source.types)
-        except ev.EventInvalid as exc:
+        except ev.ContractError as exc:
             failing = sorted({e.index for e in exc.errors if e.index is not None})
             extra: dict[str, Any] = {"invalid_indexes": failing} if is_batch else {}
             errors = [

@@ -475,7 +475,7 @@ def test_probes_and_ports_match_what_each_role_serves(build: str) -> None:
     """Each server listens on 0.0.0.0 at its containerPort; probes hit paths its app really serves."""
     objects = render(build)
     paths = served_paths()
-    ports = {**ROLE_PORTS, "consumer": config_toml(objects).get("metrics_port", Settings().metrics_port)}
+    ports = {**ROLE_PORTS, "consumer": config_toml(objects).get("metrics_port", Settings().consumer.metrics_port)}
     for role, probes in ROLE_PROBES.items():
         container = role_container(objects, role)
         (port,) = container["ports"]
@@ -503,7 +503,7 @@ def test_consumers_get_time_to_finish_in_flight_messages(build: str) -> None:
     consumer = named(objects, "Deployment", "payrelay-consumer")["spec"]["template"]["spec"]
     env = {v["name"]: v["value"] for v in role_container(objects, "consumer")["env"] if "value" in v}
     grace = env.get("PAYRELAY_SHUTDOWN_GRACE_SECONDS", config_toml(objects).get("shutdown_grace_seconds"))
-    grace = Settings().shutdown_grace_seconds if grace is None else float(grace)
+    grace = Settings().consumer.shutdown_grace_seconds if grace is None else float(grace)
     assert consumer["terminationGracePeriodSeconds"] >= grace + 15, "room to close the broker and ledger"
 
 

@@ -6,19 +6,12 @@ from typing import Any
 import orjson
 import pytest
 
-from service.events import (
-    Allocation,
-    BodyError,
-    EventInvalid,
-    parse_body,
-    parse_time,
-    validate,
-    validate_batch,
-)
+from service.event_data import Allocation, parse_time
+from service.events import BodyError, ContractError, parse_body, validate, validate_batch
 from tests.factories import check, deposit
 
 
-def fields(exc: pytest.ExceptionInfo[EventInvalid]) -> set[str]:
+def fields(exc: pytest.ExceptionInfo[ContractError]) -> set[str]:
     return {e.field for e in exc.value.errors}
 
 
@@ -78,7 +71,7 @@ def test_date_only_booking_is_midnight_utc() -> None:
 )
 def test_invalid_fields_are_named(raw: dict[str, Any], field: str) -> None:
     """Each contract violation is reported with the failing field's path."""
-    with pytest.raises(EventInvalid) as exc:
+    with pytest.raises(ContractError) as exc:
         validate(raw)
     assert field in fields(exc)
 
@@ -87,20 +80,20 @@ def test_missing_required_data_lists_every_field() -> None:
     """All missing required fields are reported at once."""
     raw = deposit()
     raw["data"] = {}
-    with pytest.raises(EventInvalid) as exc:
+    with pytest.raises(ContractError) as exc:
         validate(raw)
     assert {"data.amount", "data.currency", "data.booked_at", "data.bank_reference"} <= fields(exc)
 
 
 def test_type_not_allowed_for_the_source() -> None:
     """A type outside the source's `types` is rejected by name."""
-    with pytest.raises(EventInvalid, match="not accepted from this source"):
+    with pytest.raises(ContractError, match="not accepted from this source"):
         validate(check(), allowed_types=("bank.deposit",))
 
 
 def test_batch_names_failing_indexes() -> None:
     """A batch fails whole, with the index of every failing event."""
-    with pytest.raises(EventInvalid) as exc:
+    with pytest.raises(ContractError) as exc:
         validate_batch([deposit(), deposit(amount="x"), check(), {"nope": 1}], ("bank.deposit", "check.scan"))
     assert {e.index for e in exc.value.errors} == {1, 3}
 
@@ -162,7 +155,7 @@ def test_traceparent_is_passed_on_only_when_well_formed(header: str | None, expe
 @pytest.mark.parametrize("value", ["j" * 256, "中" * 100, "中" * 85 + "j"])
 def test_identity_over_255_utf8_bytes_is_refused(key: str, value: str) -> None:
     """id and source are limited in UTF-8 bytes, not characters: 100 × "中" is 300 bytes."""
-    with pytest.raises(EventInvalid) as exc:
+    with pytest.raises(ContractError) as exc:
         validate({**deposit(), key: value})
     [error] = exc.value.errors
     assert error.field == key
@@ -195,14 +188,14 @@ def test_identity_of_255_utf8_bytes_is_accepted(value: str) -> None:
 )
 def test_digits_of_other_scripts_and_int64_overflow_are_refused(raw: dict[str, Any], field: str) -> None:
     """Only ASCII digits are digits; an amount past a signed 64-bit integer is refused, not wrapped."""
-    with pytest.raises(EventInvalid) as exc:
+    with pytest.raises(ContractError) as exc:
         validate(raw)
     assert fields(exc) == {field}
 
 
 def test_unknown_currency_is_named_as_the_currency() -> None:
     """An unknown code fails data.currency alone, whatever the amount."""
-    with pytest.raises(EventInvalid) as exc:
+    with pytest.raises(ContractError) as exc:
         validate(deposit(currency="ZZZ", amount="12.345"))
     assert fields(exc) == {"data.currency"}
 
@@ -220,7 +213,7 @@ def test_payer_account_fingerprint_is_accepted() -> None:
 @pytest.mark.parametrize("fingerprint", ["", "a" * 129, "has space", "ünïcode", "semi;colon", 12])
 def test_payer_account_fingerprint_is_checked(fingerprint: Any) -> None:
     """A fingerprint is 1-128 characters of [A-Za-z0-9_:=+/-]."""
-    with pytest.raises(EventInvalid) as exc:
+    with pytest.raises(ContractError) as exc:
         validate(deposit(payer={"account_fingerprint": fingerprint}))
     assert [(e.field, e.message) for e in exc.value.errors] == [
         (
@@ -234,7 +227,7 @@ def test_payer_account_fingerprint_is_checked(fingerprint: Any) -> None:
 
 
 def errors_of(raw: dict[str, Any]) -> list[tuple[str, str]]:
-    with pytest.raises(EventInvalid) as exc:
+    with pytest.raises(ContractError) as exc:
         validate(raw)
     return [(e.field, e.message) for e in exc.value.errors]
 

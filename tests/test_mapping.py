@@ -13,7 +13,8 @@ from consumers.mapping import (
     idempotency_key,
     to_request,
 )
-from service.events import EventInvalid, Payment, validate
+from service.event_data import Payment
+from service.events import ContractError, validate
 from service.settings import DEFAULT_INVOICE_PATTERN, Settings, SourceSettings
 from tests.factories import check, deposit
 
@@ -136,7 +137,7 @@ def test_invoice_id_with_trailing_newline_never_reaches_the_url() -> None:
 
     find_invoice trusts data.invoice_id, so validation is what keeps it out of the URL path.
     """
-    with pytest.raises(EventInvalid):
+    with pytest.raises(ContractError):
         validate(deposit(invoice_id="INV-42\n"))
 
 

@@ -161,7 +161,7 @@ async def harness(
     prefix: str, amqp: aio_pika.abc.AbstractConnection, tmp_path: Path
 ) -> AsyncIterator[Harness]:
     settings = ops_settings(prefix, tmp_path)
-    topology = build(prefix, settings.retry_delays_seconds, settings.delivery_limit)
+    topology = build(prefix, settings.broker.retry_delays_seconds, settings.broker.delivery_limit)
     await declare_once(AMQP_URL, topology)
     async with (
         serve(create_app(settings)) as url,
@@ -671,7 +671,7 @@ async def test_page_actions_preview_then_act_with_the_operator_in_the_audit(harn
 
 
 async def test_lookup_tells_an_events_story(harness: Harness) -> None:
-    ledger = await Ledger.open(harness.settings.ledger_url)
+    ledger = await Ledger.open(harness.settings.ledger.url)
     try:
         key = ("acme-bank", "urn:acme:core-banking", "evt-story")
         await ledger.claim(key, owner="test", lease_seconds=30, invoice_id="INV-77")
@@ -800,7 +800,9 @@ async def test_no_admin_token_is_a_config_error_unless_allowed_on_loopback(
     with pytest.raises(ConfigError):
         create_app(ops_settings(prefix, tmp_path, admin_token=""))
 
-    await declare_once(AMQP_URL, build(prefix, settings.retry_delays_seconds, settings.delivery_limit))
+    await declare_once(
+        AMQP_URL, build(prefix, settings.broker.retry_delays_seconds, settings.broker.delivery_limit)
+    )
     async with (
         serve(create_app(settings, allow_no_token_on_loopback=True)) as url,
         aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http,

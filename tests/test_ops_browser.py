@@ -18,7 +18,6 @@ from playwright.async_api import Dialog, async_playwright, expect
 from service.broker import declare_once
 from service.ledger import Ledger, Recorded
 from service.ops.app import create_app
-from service.topology import build
 from tests.conftest import AMQP_URL, get_all, serve
 from tests.test_ops_app import TOKEN, Harness, ops_settings
 
@@ -79,8 +78,8 @@ async def test_sign_in_watch_the_dead_letter_depth_and_replay_one(
 ) -> None:
     """Sign in, watch the depth change live, open a dead letter and replay it into the work queue."""
     settings = ops_settings(prefix, tmp_path)
-    await declare_once(AMQP_URL, build(prefix, settings.retry_delays_seconds, settings.delivery_limit))
-    await some_history(settings.ledger_url)
+    await declare_once(AMQP_URL, settings.broker.topology())
+    await some_history(settings.ledger.url)
     async with (
         serve(create_app(settings)) as url,
         aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http,

@@ -228,7 +228,7 @@ def test_a_lease_shorter_than_a_rate_limited_wait_and_a_call_is_refused() -> Non
 
 
 def test_overpayment_takes_record_or_review() -> None:
-    assert Settings().overpayment == "record"
-    assert Settings(overpayment="review").overpayment == "review"
+    assert Settings().consumer.overpayment == "record"
+    assert Settings(overpayment="review").consumer.overpayment == "review"
     with pytest.raises(ValueError):
         Settings(overpayment="ignore")

@@ -115,11 +115,11 @@ def test_unreadable_toml_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Mo
 
 def test_chargebee_base_url_wins_over_site() -> None:
     """PAYRELAY_CHARGEBEE_BASE_URL overrides https://{site}.chargebee.com; the version is appended."""
-    assert Settings(chargebee_site="acme-test").chargebee_api_base == "https://acme-test.chargebee.com/api/v1"
+    assert Settings(chargebee_site="acme-test").chargebee.api_base == "https://acme-test.chargebee.com/api/v1"
     both = Settings(
         chargebee_site="acme", chargebee_base_url="http://127.0.0.1:8090", chargebee_api_version="v2"
     )
-    assert both.chargebee_api_base == "http://127.0.0.1:8090/api/v2"
+    assert both.chargebee.api_base == "http://127.0.0.1:8090/api/v2"
 
 
 def write_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> None:

@@ -22,11 +22,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from service.broker import Broker, BrokerUnavailable
+from service.broker import BrokerUnavailable
 from service.dead_letters import EDITABLE, DeadLetterQueue, EditError, Filter, Outcome, parse_age
 from service.ledger import Ledger
 from service.settings import Settings
-from service.topology import build
 
 OK, NOT_FOUND, USAGE, REFUSED, FAILED = 0, 1, 2, 3, 4
 PAST = {"replay": "replayed", "purge": "purged"}
@@ -144,18 +143,13 @@ class Context:
 
 @contextlib.asynccontextmanager
 async def opened(settings: Settings) -> AsyncIterator[Context]:
-    topology = build(settings.amqp_prefix, settings.retry_delays_seconds, settings.delivery_limit)
-    broker = Broker(
-        settings.amqp_url.get_secret_value(),
-        topology,
-        publish_timeout=settings.publish_timeout_seconds,
-        name="payrelay-dlq",
-    )
+    topology = settings.broker.topology()
+    broker = settings.broker.broker("payrelay-dlq")
     await broker.start(wait=10.0)
     if not broker.ready or broker.connection is None:
         await broker.stop()
         raise BrokerUnavailable("cannot reach the broker")
-    ledger = await Ledger.configured(settings)
+    ledger = await settings.ledger.open()
     try:
         yield Context(
             settings,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -47,9 +47,6 @@ from service.ledger.tables import (
 )
 from service.ledger.writer import GroupWriter
 from service.messages import EventKey
-
-if TYPE_CHECKING:
-    from service.settings import Settings
 
 log = logging.getLogger("payrelay.ledger")
 
@@ -93,13 +90,6 @@ class Ledger:
             await ledger.close()
             raise
         return ledger
-
-    @classmethod
-    async def configured(cls, settings: Settings) -> Ledger:
-        """The ledger the settings name (`ledger_url`, `ledger_statement_timeout_seconds`)."""
-        return await cls.open(
-            settings.ledger.url, statement_timeout=settings.ledger.statement_timeout_seconds
-        )
 
     async def close(self) -> None:
         await self._writes.drain()

@@ -34,7 +34,6 @@ from service.ops.pages import Pages
 from service.ops.templating import Templates
 from service.problems import problem
 from service.settings import ConfigError, Settings
-from service.topology import build
 
 log = logging.getLogger("payrelay.ops")
 
@@ -73,7 +72,7 @@ class SecurityHeaders:
 
 
 def _token(settings: Settings, allow_no_token_on_loopback: bool) -> str | None:
-    token = settings.admin_token.get_secret_value() if settings.admin_token is not None else ""
+    token = settings.ops.admin_token.get_secret_value() if settings.ops.admin_token is not None else ""
     if token:
         return token
     if not allow_no_token_on_loopback:
@@ -100,13 +99,8 @@ def create_app(
     localhost; the app then requires no sign-in (it cannot see the address it is bound to).
     """
     auth = Auth(_token(settings, allow_no_token_on_loopback))
-    topology = build(settings.amqp_prefix, settings.retry_delays_seconds, settings.delivery_limit)
-    the_broker = broker or Broker(
-        settings.amqp_url.get_secret_value(),
-        topology,
-        publish_timeout=settings.publish_timeout_seconds,
-        name="payrelay-ops",
-    )
+    topology = settings.broker.topology()
+    the_broker = broker or settings.broker.broker("payrelay-ops")
     ops = Ops(settings, topology, the_broker, metrics or create_metrics(), ledger_=ledger, http=http)
 
     @contextlib.asynccontextmanager
@@ -116,7 +110,7 @@ def create_app(
                 await the_broker.start(wait=5.0)
                 stack.push_async_callback(the_broker.stop)
             if ledger is None:
-                ops.ledger_ = await Ledger.configured(settings)
+                ops.ledger_ = await settings.ledger.open()
                 stack.push_async_callback(ops.ledger.close)
             if http is None:
                 ops.http = await stack.enter_async_context(aiohttp.ClientSession())

@@ -18,7 +18,7 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.broker import Broker, BrokerUnavailable
-from service.dead_letters import DeadLetter, DeadLetterQueue, Filter, Outcome
+from service.dead_letters import DeadLetterQueue, Filter, Letter, Outcome
 from service.dead_letters import parse_age as parse_age_text
 from service.ledger import AuditRecord, Entry, Ledger
 from service.metrics import Metrics
@@ -157,18 +157,18 @@ class Ops:
             "recent": [entry_dict(e) for e in recent],
         }
 
-    async def list_dead_letters(self, selector: Filter | None, limit: int) -> list[DeadLetter]:
+    async def list_dead_letters(self, selector: Filter | None, limit: int) -> list[Letter]:
         now = datetime.now(UTC)
         letters = await self._browse()
         return [d for d in letters if selector is None or selector.matches(d, now)][:limit]
 
-    async def _browse(self) -> list[DeadLetter]:
+    async def _browse(self) -> list[Letter]:
         async with self.dead_letter_lock:
             queue = self.dead_letters()
             letters = await queue.list(None, limit=SCAN_LIMIT)
         return letters
 
-    async def dead_letter(self, letter_id: str) -> DeadLetter | None:
+    async def dead_letter(self, letter_id: str) -> Letter | None:
         found = await self.list_dead_letters(Filter(ids=(letter_id,)), 1)
         return found[0] if found else None
 
@@ -200,7 +200,7 @@ class Ops:
             entries.setdefault(entry.key, entry)
         audit = [r for r in await self.ledger.audit(limit=1000) if _mentions(r, query)]
         try:
-            letters: list[DeadLetter] | None = await self._browse()
+            letters: list[Letter] | None = await self._browse()
         except BrokerUnavailable:
             letters = None  # the ledger's and the audit's part of the story is still worth telling
         return Story(
@@ -217,7 +217,7 @@ class Story:
 
     query: str
     entries: list[Entry]
-    dead_letters: list[DeadLetter] | None  # None: the broker could not be asked
+    dead_letters: list[Letter] | None  # None: the broker could not be asked
     audit: list[AuditRecord]
 
     def as_dict(self) -> dict[str, Any]:

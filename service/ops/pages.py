@@ -134,7 +134,7 @@ class Pages:
             settled=settled,
             queue_rows=join(rows, "\n"),
             queues_note=""
-            if self.ops.settings.amqp_management_url
+            if self.ops.settings.broker.management_url
             else "Unacked counts and rates need RabbitMQ's management API (PAYRELAY_AMQP_MANAGEMENT_URL).",
             ledger_counts=views.ledger_counts(counts),
             recent_rows=join((views.recent_row(e) for e in data["recent"]), "\n")

@@ -11,7 +11,7 @@ from urllib.parse import quote, urlencode
 
 import orjson
 
-from service.dead_letters import DeadLetter
+from service.dead_letters import Letter
 from service.ops.templating import Html, escape, join, tag
 from service.queue_stats import QueueStat
 
@@ -123,7 +123,7 @@ DEAD_LETTER_COLUMNS = (
 )
 
 
-def dead_letter_table(letters: Sequence[DeadLetter], caption: str, *, links: bool = True) -> Html:
+def dead_letter_table(letters: Sequence[Letter], caption: str, *, links: bool = True) -> Html:
     if not letters:
         return tag("p", "No dead letters match.", class_="empty")
     head = tag("tr", join(tag("th", c, scope="col") for c in DEAD_LETTER_COLUMNS))
@@ -139,7 +139,7 @@ def dead_letter_table(letters: Sequence[DeadLetter], caption: str, *, links: boo
     return tag("div", table, class_="table-wrap")
 
 
-def _dead_letter_row(letter: DeadLetter, links: bool) -> Html:
+def _dead_letter_row(letter: Letter, links: bool) -> Html:
     ident = tag("a", letter.id, href=detail_href(letter.id)) if links else escape(letter.id)
     amount = f"{letter.amount} {letter.currency or ''}".strip() if letter.amount else DASH
     cells = [
@@ -156,7 +156,7 @@ def _dead_letter_row(letter: DeadLetter, links: bool) -> Html:
     return tag("tr", join(cells), data_dead_letter=letter.id)
 
 
-def facts(letter: DeadLetter) -> Html:
+def facts(letter: Letter) -> Html:
     rows = [
         ("Reason", letter.reason),
         ("Attempts", letter.attempts),

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
-from service.settings.flat import FLAT, flat_name, from_environment, nest
+from service.settings.flat import flat_name, from_environment, nest
 from service.settings.parts import (
     BrokerSettings,
     ChargebeeSettings,
@@ -69,15 +69,6 @@ class Settings(BaseSettings):
     def _flat_names(cls, values: Any) -> Any:
         """Keyword arguments may use the documented flat names (`Settings(amqp_prefix=…)`)."""
         return nest(values) if isinstance(values, dict) else values
-
-    def __getattr__(self, name: str) -> Any:
-        # Transitional: flat reads (settings.amqp_prefix) while call sites move to the parts.
-        if name in FLAT:
-            part, field = FLAT[name]
-            return getattr(getattr(self, part), field)
-        if name == "chargebee_api_base":
-            return self.chargebee.api_base
-        return super().__getattr__(name)  # type: ignore[misc]
 
     def source(self, name: str) -> EffectiveSource:
         """The values that apply to events from source `name` (its overrides, else the global ones)."""
