@@ -1,35 +1,27 @@
-"""The dead-letter queue for operators: list, show, replay (with edits) and purge, with an audit.
+"""Dead letters for operators, the pure half: decode, select, edit, stamp a replay. No I/O.
 
-Shared by `payrelay dlq` and the ops app. RabbitMQ cannot browse a queue, so every operation
-takes up to a snapshot's worth of messages unacked (`basic.get`), acts on those that match, and
-returns the others by closing the channel: a quorum queue hands returned messages back in their
-original order. A replay publishes to the work queue with confirms *before* it acks the dead
-letter, so a crash in between leaves a duplicate (harmless: the ledger), never a loss.
+`payrelay dlq` and the ops app share it; `service.dead_letter_queue` does the queue work with it.
+A dead letter is decoded once into a `Letter`; a `Filter` says which letters an operation
+touches (one field list, `SELECTORS`, for the CLI's flags, the API's query and body, and the
+pages' form); edits are checked for every selected letter before anything moves.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Final
 
 import orjson
-from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 
-from service import events
-from service.broker import Broker, Outgoing
-from service.ledger import Ledger
-from service.topology import Topology
-
-Progress = Callable[[int, int], None]
-RETURN_WAIT_SECONDS = 2.0
+from service import events, messages
+from service.messages import count, text
 
 # Fields an operator may correct with --set, all under the event's `data`.
-EDITABLE = (
+EDITABLE: Final = (
     "invoice_id",
     "amount",
     "currency",
@@ -41,13 +33,13 @@ EDITABLE = (
     "scanned_at",
 )
 # Headers the broker or an earlier failure wrote; a replayed message starts without them.
-_CLEARED = (
-    "x-payrelay-reason",
-    "x-payrelay-error",
-    "x-payrelay-attempts",
-    "x-payrelay-failed-at",
-    "x-payrelay-chargebee-error",
-    "x-payrelay-last-error",
+CLEARED: Final = (
+    messages.REASON,
+    messages.ERROR,
+    messages.ATTEMPTS,
+    messages.FAILED_AT,
+    messages.CHARGEBEE_ERROR,
+    messages.LAST_ERROR,
     "x-delivery-count",
     "x-death",
     "x-first-death-exchange",
@@ -57,35 +49,36 @@ _CLEARED = (
     "x-last-death-queue",
     "x-last-death-reason",
 )
+# What a selection may name besides letter ids and "all": the CLI's flags, the API's query
+# parameters and JSON body, and the dead-letter page's form all use these names.
+SELECTORS: Final = ("reason", "source", "type", "invoice", "older_than", "newer_than")
+AGES: Final = ("older_than", "newer_than")
 
-
-_AGE = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*\Z")
+_AGE = re.compile(r"^\s*([0-9]+)\s*([smhd]?)\s*\Z", re.ASCII)
 _AGE_UNITS = {"s": "seconds", "": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+_RABBITMQ_REASONS = {
+    "delivery_limit": "delivery_limit_exceeded",
+    "expired": "expired",
+    "rejected": "rejected",
+}
 
 
-def parse_age(text: str) -> timedelta:
-    """`90s`, `30m`, `2h`, `7d` (or plain seconds), as the age filters take them; ValueError otherwise."""
-    match = _AGE.match(text)
-    if match is None:
-        raise ValueError(f"{text!r} is not an age such as 90s, 30m, 2h or 7d")
-    return timedelta(**{_AGE_UNITS[match.group(2)]: int(match.group(1))})
+class FilterError(ValueError):
+    """A selector value that cannot be read (an age such as `2 weeks`); the message says how."""
 
 
 class EditError(ValueError):
     """A --set that cannot be applied (unknown field, or the edited event is invalid)."""
 
 
-def _text(value: Any) -> str | None:
-    if value is None:
+def parse_age(value: str | None) -> timedelta | None:
+    """`90s`, `30m`, `2h`, `7d` (or plain seconds), as the age filters take them; "" is no filter."""
+    if value is None or not value.strip():
         return None
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(_text(value) or 0)
-    except ValueError:
-        return 0
+    match = _AGE.match(value)
+    if match is None:
+        raise FilterError(f"{value!r} is not an age such as 90s, 30m, 2h or 7d")
+    return timedelta(**{_AGE_UNITS[match.group(2)]: int(match.group(1))})
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,16 +115,15 @@ class Letter:
             "invoice_id": self.invoice_id,
             "amount": self.amount,
             "currency": self.currency,
-            "replays": _int(self.headers.get("x-payrelay-generation")),
+            "replays": count(self.headers, messages.GENERATION),
         }
 
     def detail(self) -> dict[str, Any]:
         """Everything, for `dlq show` and the ops detail view."""
-        headers = {k: _jsonable(v) for k, v in self.headers.items()}
         return {
             **self.summary(),
             "chargebee_error": self.chargebee_error,
-            "headers": headers,
+            "headers": {k: _jsonable(v) for k, v in self.headers.items()},
             "event": self.event,
             "body": None if self.event is not None else self.body,
         }
@@ -149,16 +141,16 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _broker_reason(headers: dict[str, Any]) -> str:
-    """A message RabbitMQ dead-lettered itself (no payrelay headers): say why, in our vocabulary."""
-    reason = _text(headers.get("x-first-death-reason")) or _text(headers.get("x-last-death-reason"))
-    return {"delivery_limit": "delivery_limit_exceeded", "expired": "expired", "rejected": "rejected"}.get(
-        reason or "", reason or "unknown"
-    )
+def reason_of(headers: dict[str, Any]) -> str:
+    """Why it was dead-lettered: payrelay's reason, else RabbitMQ's own in our vocabulary."""
+    if (reason := text(headers, messages.REASON)) is not None:
+        return reason
+    broker = text(headers, "x-first-death-reason") or text(headers, "x-last-death-reason") or ""
+    return _RABBITMQ_REASONS.get(broker, broker or "unknown")
 
 
 def decode(message_id: str | None, headers: dict[str, Any], body: bytes) -> Letter:
-    """A dead letter from its AMQP parts. Pure; never raises on a malformed body."""
+    """A dead letter from its AMQP parts. Never raises on a malformed body or header."""
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -167,28 +159,31 @@ def decode(message_id: str | None, headers: dict[str, Any], body: bytes) -> Lett
     data = event.get("data") if event is not None else None
     data = data if isinstance(data, dict) else {}
     chargebee = None
-    if (raw_error := _text(headers.get("x-payrelay-chargebee-error"))) is not None:
+    if (raw_error := text(headers, messages.CHARGEBEE_ERROR)) is not None:
         with contextlib.suppress(orjson.JSONDecodeError):
             chargebee = orjson.loads(raw_error)
-    reason = _text(headers.get("x-payrelay-reason"))
+    ours = text(headers, messages.REASON) is not None
     return Letter(
         id=message_id or (str(event.get("id")) if event else ""),
-        reason=reason or _broker_reason(headers),
-        error=_text(headers.get("x-payrelay-error"))
-        or ("dead-lettered by RabbitMQ" if reason is None else ""),
-        attempts=_int(headers.get("x-payrelay-attempts")) or _int(headers.get("x-delivery-count")),
-        failed_at=_text(headers.get("x-payrelay-failed-at")),
-        origin=_text(headers.get("x-payrelay-source")),
-        source=_text(event.get("source")) if event else None,
-        type=_text(event.get("type")) if event else None,
-        invoice_id=_text(data.get("invoice_id")),
-        amount=_text(data.get("amount")),
-        currency=_text(data.get("currency")),
-        chargebee_error=chargebee,
+        reason=reason_of(headers),
+        error=text(headers, messages.ERROR) or ("" if ours else "dead-lettered by RabbitMQ"),
+        attempts=count(headers, messages.ATTEMPTS) or count(headers, "x-delivery-count"),
+        failed_at=text(headers, messages.FAILED_AT),
+        origin=text(headers, messages.SOURCE),
+        source=_str(event.get("source")) if event else None,
+        type=_str(event.get("type")) if event else None,
+        invoice_id=_str(data.get("invoice_id")),
+        amount=_str(data.get("amount")),
+        currency=_str(data.get("currency")),
+        chargebee_error=chargebee if isinstance(chargebee, dict) else None,
         headers=headers,
         event=event,
         body=body.decode(errors="replace")[:10_000],
     )
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,17 +199,22 @@ class Filter:
     newer_than: timedelta | None = None
     everything: bool = False
 
+    @classmethod
+    def from_text(
+        cls, values: Mapping[str, Any], *, ids: tuple[str, ...] = (), everything: bool = False
+    ) -> Filter:
+        """From text by `SELECTORS` name (a query string, a JSON body, a form); "" is no filter.
+
+        Raises FilterError for an age it cannot read.
+        """
+        chosen = {name: (values.get(name) or None) for name in SELECTORS}
+        for name in AGES:
+            chosen[name] = parse_age(chosen[name])
+        return cls(ids=tuple(i for i in ids if i), everything=everything, **chosen)
+
     @property
     def empty(self) -> bool:
-        return not (
-            self.ids
-            or self.reason
-            or self.source
-            or self.type
-            or self.invoice
-            or self.older_than
-            or self.newer_than
-        )
+        return not (self.ids or any(getattr(self, name) for name in SELECTORS))
 
     def matches(self, letter: Letter, now: datetime) -> bool:
         if self.empty:
@@ -238,19 +238,19 @@ class Filter:
             failed = datetime.fromisoformat((letter.failed_at or "").replace("Z", "+00:00"))
         except ValueError:
             return False
+        if failed.tzinfo is None:
+            return False  # not a time payrelay wrote; an age cannot be told
         age = now - failed
         if self.older_than is not None and age < self.older_than:
             return False
         return not (self.newer_than is not None and age > self.newer_than)
 
     def describe(self) -> str:
+        """The selection in one line, for the audit: `reason=unmatched_invoice older_than=2:00:00`."""
         if self.empty:
             return "all" if self.everything else "nothing"
         parts = [f"id={i}" for i in self.ids]
-        for name in ("reason", "source", "type", "invoice", "older_than", "newer_than"):
-            value = getattr(self, name)
-            if value:
-                parts.append(f"{name}={value}")
+        parts += [f"{name}={value}" for name in SELECTORS if (value := getattr(self, name))]
         return " ".join(parts)
 
 
@@ -269,30 +269,30 @@ def apply_edits(event: dict[str, Any], edits: dict[str, str]) -> dict[str, Any]:
     return edited
 
 
+def check_edits(letter: Letter, edits: dict[str, str]) -> None:
+    """Raise EditError, naming the dead letter, if `edits` cannot be applied to it."""
+    if letter.event is None:
+        raise EditError(f"{letter.id}: the body is not a JSON event; it cannot be edited")
+    try:
+        apply_edits(letter.event, edits)
+    except EditError as exc:
+        raise EditError(f"{letter.id}: {exc}") from None
+
+
 def replay_headers(
     headers: dict[str, Any], *, actor: str, at: datetime, edits: dict[str, str] | None, original: bytes | None
 ) -> dict[str, Any]:
     """Headers for a replayed message: failure headers cleared, generation bumped, who/when stamped."""
-    replayed = {k: v for k, v in headers.items() if k not in _CLEARED}
-    replayed["x-payrelay-generation"] = _int(headers.get("x-payrelay-generation")) + 1
-    replayed["x-payrelay-replayed-at"] = at.isoformat().replace("+00:00", "Z")
-    replayed["x-payrelay-replayed-by"] = actor
-    replayed["x-payrelay-previous-reason"] = _text(headers.get("x-payrelay-reason")) or _broker_reason(
-        headers
-    )
+    replayed = {k: v for k, v in headers.items() if k not in CLEARED}
+    replayed[messages.GENERATION] = count(headers, messages.GENERATION) + 1
+    replayed[messages.REPLAYED_AT] = messages.rfc3339(at)
+    replayed[messages.REPLAYED_BY] = actor
+    replayed[messages.PREVIOUS_REASON] = reason_of(headers)
     if edits:
-        replayed["x-payrelay-edits"] = orjson.dumps(edits).decode()
-        if original is not None and "x-payrelay-original" not in headers:
-            replayed["x-payrelay-original"] = original.decode(errors="replace")
+        replayed[messages.EDITS] = orjson.dumps(edits).decode()
+        if original is not None and messages.ORIGINAL not in headers:
+            replayed[messages.ORIGINAL] = original.decode(errors="replace")
     return replayed
-
-
-@dataclass
-class Taken:
-    """Messages taken from the dead-letter queue, and how many of them were acked (removed)."""
-
-    messages: list[AbstractIncomingMessage] = field(default_factory=list)
-    acked: int = 0
 
 
 @dataclass
@@ -304,182 +304,11 @@ class Outcome:
     scanned: int = 0
     dry_run: bool = False
 
-
-class DeadLetterQueue:
-    """Operations on one prefix's dead-letter queue, over a connection the caller owns."""
-
-    def __init__(
-        self, connection: AbstractConnection, broker: Broker, topology: Topology, ledger: Ledger | None = None
-    ) -> None:
-        self.connection = connection
-        self.broker = broker
-        self.topology = topology
-        self.ledger = ledger
-
-    @contextlib.asynccontextmanager
-    async def _taken(self, limit: int | None) -> AsyncIterator[Taken]:
-        """Up to `limit` messages taken unacked; whatever is not acked goes back, in order, on exit."""
-        channel = await self.connection.channel()
-        taken = Taken()
-        available = 0
-        try:
-            queue = await channel.declare_queue(self.topology.dead_letter, passive=True)
-            available = queue.declaration_result.message_count or 0
-            count = available if limit is None else min(available, limit)
-            for _ in range(count):
-                message = await queue.get(fail=False, no_ack=False)
-                if message is None:
-                    break
-                taken.messages.append(message)
-            yield taken
-        finally:
-            await channel.close()
-            await self._settled(available - taken.acked)
-
-    async def _settled(self, expected: int, within: float = RETURN_WAIT_SECONDS) -> None:
-        """Wait (bounded) until the messages handed back are ready again.
-
-        A quorum queue applies the return of a closed channel's messages asynchronously: without
-        this, a browse straight after another could find the queue short, even empty.
-        """
-        if expected <= 0:
-            return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(within):
-                # Polling is the only way: the broker does not announce returned messages.
-                while await self.count() < expected:  # noqa: ASYNC110
-                    await asyncio.sleep(0.02)
-
-    async def count(self) -> int:
-        channel = await self.connection.channel()
-        try:
-            queue = await channel.declare_queue(self.topology.dead_letter, passive=True)
-            return queue.declaration_result.message_count or 0
-        finally:
-            await channel.close()
-
-    async def list(self, selector: Filter | None = None, limit: int | None = 1000) -> list[Letter]:
-        """Dead letters matching `selector` (all when None), oldest first; the queue is left as it was."""
-        now = datetime.now(UTC)
-        async with self._taken(limit) as taken:
-            letters = [decode(m.message_id, dict(m.headers or {}), m.body) for m in taken.messages]
-        if selector is None:
-            return letters
-        return [letter for letter in letters if selector.matches(letter, now)]
-
-    async def replay(
-        self,
-        selector: Filter,
-        *,
-        actor: str,
-        edits: dict[str, str] | None = None,
-        dry_run: bool = False,
-        rate: float | None = None,
-        progress: Progress | None = None,
-    ) -> Outcome:
-        """Move matching dead letters back to the work queue; nothing else is touched."""
-        check = (lambda letter: check_edits(letter, edits)) if edits else None
-        outcome = await self._each(selector, dry_run, progress, self._replay_one(actor, edits, rate), check)
-        if not dry_run and self.ledger is not None and outcome.moved:
-            await self.ledger.append_audit(
-                actor=actor,
-                action="edit-replay" if edits else "replay",
-                selector=selector.describe(),
-                count=outcome.moved,
-                details={"ids": [m.id for m in outcome.matched][:1000], "edits": edits or {}},
-            )
-        return outcome
-
-    async def purge(
-        self, selector: Filter, *, actor: str, dry_run: bool = False, progress: Progress | None = None
-    ) -> Outcome:
-        """Delete matching dead letters for good."""
-
-        async def drop(message: AbstractIncomingMessage, letter: Letter) -> None:
-            await message.ack()
-
-        outcome = await self._each(selector, dry_run, progress, drop)
-        if not dry_run and self.ledger is not None and outcome.moved:
-            await self.ledger.append_audit(
-                actor=actor,
-                action="purge",
-                selector=selector.describe(),
-                count=outcome.moved,
-                details={"ids": [m.id for m in outcome.matched][:1000]},
-            )
-        return outcome
-
-    def _replay_one(
-        self, actor: str, edits: dict[str, str] | None, rate: float | None
-    ) -> Callable[[AbstractIncomingMessage, Letter], Any]:
-        interval = 1.0 / rate if rate else 0.0
-
-        async def replay(message: AbstractIncomingMessage, letter: Letter) -> None:
-            body = message.body
-            if edits and letter.event is not None:  # checked for every letter before the first move
-                body = orjson.dumps(apply_edits(letter.event, edits))
-            headers = replay_headers(
-                dict(message.headers or {}),
-                actor=actor,
-                at=datetime.now(UTC),
-                edits=edits,
-                original=message.body,
-            )
-            await self.broker.publish(
-                [
-                    Outgoing(
-                        exchange="",
-                        routing_key=self.topology.work_queue,
-                        body=body,
-                        message_id=message.message_id or letter.id,
-                        headers=headers,
-                        content_type=message.content_type or "application/cloudevents+json",
-                        type=message.type,
-                    )
-                ]
-            )
-            await message.ack()  # only after the broker confirmed the copy in the work queue
-            if interval:
-                await asyncio.sleep(interval)
-
-        return replay
-
-    async def _each(
-        self,
-        selector: Filter,
-        dry_run: bool,
-        progress: Progress | None,
-        act: Callable[[AbstractIncomingMessage, Letter], Any],
-        check: Callable[[Letter], None] | None = None,
-    ) -> Outcome:
-        outcome = Outcome(dry_run=dry_run)
-        now = datetime.now(UTC)
-        async with self._taken(None) as taken:
-            outcome.scanned = len(taken.messages)
-            chosen = []
-            for message in taken.messages:
-                letter = decode(message.message_id, dict(message.headers or {}), message.body)
-                if selector.matches(letter, now):
-                    chosen.append((message, letter))
-            outcome.matched = [letter for _, letter in chosen]
-            if check is not None:
-                for _, letter in chosen:  # all or nothing: every edit is checked before anything moves
-                    check(letter)
-            for done, (message, letter) in enumerate(chosen, start=1):
-                if not dry_run:
-                    await act(message, letter)
-                    outcome.moved += 1
-                    taken.acked += 1
-                if progress is not None:
-                    progress(done, len(chosen))
-        return outcome
-
-
-def check_edits(letter: Letter, edits: dict[str, str]) -> None:
-    """Raise EditError, naming the dead letter, if `edits` cannot be applied to it."""
-    if letter.event is None:
-        raise EditError(f"{letter.id}: the body is not a JSON event; it cannot be edited")
-    try:
-        apply_edits(letter.event, edits)
-    except EditError as exc:
-        raise EditError(f"{letter.id}: {exc}") from None
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON of `dlq replay|purge --json` and of the API's replay and purge."""
+        return {
+            "matched": len(self.matched),
+            "moved": self.moved,
+            "dry_run": self.dry_run,
+            "ids": [letter.id for letter in self.matched],
+        }

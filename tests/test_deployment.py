@@ -475,7 +475,10 @@ def test_probes_and_ports_match_what_each_role_serves(build: str) -> None:
     """Each server listens on 0.0.0.0 at its containerPort; probes hit paths its app really serves."""
     objects = render(build)
     paths = served_paths()
-    ports = {**ROLE_PORTS, "consumer": config_toml(objects).get("metrics_port", Settings().consumer.metrics_port)}
+    ports = {
+        **ROLE_PORTS,
+        "consumer": config_toml(objects).get("metrics_port", Settings().consumer.metrics_port),
+    }
     for role, probes in ROLE_PROBES.items():
         container = role_container(objects, role)
         (port,) = container["ports"]

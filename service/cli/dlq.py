@@ -23,7 +23,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from service.broker import BrokerUnavailable
-from service.dead_letters import EDITABLE, DeadLetterQueue, EditError, Filter, Outcome, parse_age
+from service.dead_letter_queue import DeadLetterQueue
+from service.dead_letters import EDITABLE, SELECTORS, EditError, Filter, FilterError, Outcome, parse_age
+from service.events import EVENT_TYPES
 from service.ledger import Ledger
 from service.settings import Settings
 
@@ -31,11 +33,11 @@ OK, NOT_FOUND, USAGE, REFUSED, FAILED = 0, 1, 2, 3, 4
 PAST = {"replay": "replayed", "purge": "purged"}
 
 
-def duration(text: str) -> timedelta:
+def duration(text: str) -> timedelta | None:
     """`90s`, `30m`, `2h`, `7d`."""
     try:
         return parse_age(text)
-    except ValueError as exc:
+    except FilterError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
@@ -66,7 +68,7 @@ def add_selectors(parser: argparse.ArgumentParser, *, ids: bool = True) -> None:
         parser.add_argument("--id", dest="ids", action="append", default=[], metavar="ID", help="repeatable")
     parser.add_argument("--reason", help="e.g. unmatched_invoice, retries_exhausted")
     parser.add_argument("--source", help="the configured source (origin) or the CloudEvent source")
-    parser.add_argument("--type", dest="event_type", choices=["bank.deposit", "check.scan"])
+    parser.add_argument("--type", choices=EVENT_TYPES)
     parser.add_argument("--invoice", help="data.invoice_id")
     parser.add_argument(
         "--older-than", type=duration, metavar="AGE", help="failed more than AGE ago (30m, 2h, 7d)"
@@ -75,15 +77,11 @@ def add_selectors(parser: argparse.ArgumentParser, *, ids: bool = True) -> None:
 
 
 def selector(args: argparse.Namespace) -> Filter:
+    """The flags as a Filter: one flag per `SELECTORS` name (ages already parsed by `duration`)."""
     return Filter(
         ids=tuple(getattr(args, "ids", []) or ()),
-        reason=args.reason,
-        source=args.source,
-        type=args.event_type,
-        invoice=args.invoice,
-        older_than=args.older_than,
-        newer_than=args.newer_than,
         everything=getattr(args, "all", False),
+        **{name: getattr(args, name) or None for name in SELECTORS},
     )
 
 
@@ -237,13 +235,7 @@ def _confirm(ctx: Context, verb: str, outcome: Outcome, yes: bool) -> bool:
 
 def _report(ctx: Context, args: argparse.Namespace, verb: str, outcome: Outcome) -> None:
     if args.json:
-        payload = {
-            "matched": len(outcome.matched),
-            "moved": outcome.moved,
-            "dry_run": outcome.dry_run,
-            "ids": [letter.id for letter in outcome.matched],
-        }
-        sys.stdout.write(orjson.dumps(payload).decode() + "\n")
+        sys.stdout.write(orjson.dumps(outcome.as_dict()).decode() + "\n")
         return
     if outcome.dry_run:
         if outcome.matched:
@@ -317,17 +309,7 @@ async def cmd_purge(args: argparse.Namespace, ctx: Context) -> int:
 
 async def cmd_audit(args: argparse.Namespace, ctx: Context) -> int:
     records = await ctx.ledger.audit(limit=args.limit)
-    rows: list[dict[str, Any]] = [
-        {
-            "at": r.at.isoformat(),
-            "actor": r.actor,
-            "action": r.action,
-            "selector": r.selector,
-            "count": r.count,
-            "details": r.details,
-        }
-        for r in records
-    ]
+    rows = [record.as_dict() for record in records]
     if args.json:
         sys.stdout.write(orjson.dumps(rows).decode() + "\n")
         return OK

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from service.ledger.tables import EVENT_COLUMNS
-from service.messages import EventKey
+from service.messages import EventKey, rfc3339
 
 WHOLE = ""  # the part of an event recorded on one invoice; a split event's parts are invoice ids
 
@@ -64,6 +64,25 @@ class Entry:
     reconcile: bool
     confirmed_at: datetime | None
 
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON of the ops API's ledger rows (the overview's recent outcomes, an event's story)."""
+        origin, source, event_id = self.key
+        return {
+            "origin": origin,
+            "source": source,
+            "event_id": event_id,
+            "state": self.state,
+            "invoice_id": self.invoice_id,
+            "attempts": self.attempts,
+            "transaction_id": self.transaction_id,
+            "invoice_status": self.invoice_status,
+            "last_error": self.last_error,
+            "reason": self.reason,
+            "generation": self.generation,
+            "created_at": rfc3339(self.created_at),
+            "updated_at": rfc3339(self.updated_at),
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class Unconfirmed:
@@ -83,6 +102,18 @@ class AuditRecord:
     selector: str
     count: int
     details: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON of `dlq audit --json` and of the ops API's audit."""
+        return {
+            "id": self.id,
+            "at": rfc3339(self.at),
+            "actor": self.actor,
+            "action": self.action,
+            "selector": self.selector,
+            "count": self.count,
+            "details": self.details,
+        }
 
 
 def key_values(key: EventKey, part: str = WHOLE) -> dict[str, str]:

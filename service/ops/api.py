@@ -81,9 +81,7 @@ from service.ops.operations import (
     Ops,
     PurgeRequest,
     ReplayRequest,
-    audit_dict,
-    outcome_dict,
-    parse_age,
+    selection_filter,
 )
 from service.problems import problem
 
@@ -111,14 +109,7 @@ def _bounded(request: Request, name: str, default: int, high: int) -> int:
 
 def query_filter(params: Any) -> Filter | None:
     """The list filter from query parameters; None when no filter is given (list everything)."""
-    selector = Filter(
-        reason=params.get("reason") or None,
-        source=params.get("source") or None,
-        type=params.get("type") or None,
-        invoice=params.get("invoice") or None,
-        older_than=parse_age(params.get("older_than")),
-        newer_than=parse_age(params.get("newer_than")),
-    )
+    selector = selection_filter(params)
     return None if selector.empty else selector
 
 
@@ -185,7 +176,7 @@ class Api:
         except _NotJson:
             return problem(415, "send a JSON object with Content-Type: application/json")
         outcome = await self.ops.replay(body, operator(request).actor)
-        return json(outcome_dict(outcome))
+        return json(outcome.as_dict())
 
     async def purge(self, request: Request) -> Response:
         try:
@@ -195,7 +186,7 @@ class Api:
         if not body.confirm and not body.dry_run:
             return problem(422, 'purging deletes dead letters for good: send "confirm": true')
         outcome = await self.ops.purge(body, operator(request).actor)
-        return json(outcome_dict(outcome))
+        return json(outcome.as_dict())
 
     async def lookup(self, request: Request) -> Response:
         query = request.query_params.get("q", "").strip()
@@ -205,7 +196,7 @@ class Api:
 
     async def audit(self, request: Request) -> Response:
         limit = _bounded(request, "limit", 100, 1000)
-        return json({"audit": [audit_dict(r) for r in await self.ops.ledger.audit(limit)]})
+        return json({"audit": [r.as_dict() for r in await self.ops.ledger.audit(limit)]})
 
     def routes(self) -> list[Route]:
         return [

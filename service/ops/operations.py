@@ -18,9 +18,10 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.broker import Broker, BrokerUnavailable
-from service.dead_letters import DeadLetterQueue, Filter, Letter, Outcome
-from service.dead_letters import parse_age as parse_age_text
+from service.dead_letter_queue import DeadLetterQueue
+from service.dead_letters import SELECTORS, Filter, FilterError, Letter, Outcome, parse_age
 from service.ledger import AuditRecord, Entry, Ledger
+from service.messages import rfc3339
 from service.metrics import Metrics
 from service.queue_stats import QueueStat, queue_stats
 from service.settings import Settings
@@ -37,13 +38,11 @@ class BadRequest(ValueError):
     """A parameter the caller got wrong (answered 422); the message says which and how."""
 
 
-def parse_age(text: str | None) -> timedelta | None:
-    """An age filter from a query or body; "" or None is no filter."""
-    if text is None or not text.strip():
-        return None
+def selection_filter(values: Any, *, ids: tuple[str, ...] = (), everything: bool = False) -> Filter:
+    """`Filter.from_text`, with an unreadable value a BadRequest (a 422, or the form's notice)."""
     try:
-        return parse_age_text(text)
-    except ValueError as exc:
+        return Filter.from_text(values, ids=ids, everything=everything)
+    except FilterError as exc:
         raise BadRequest(str(exc)) from None
 
 
@@ -64,20 +63,12 @@ class Selection(BaseModel):
     @field_validator("older_than", "newer_than")
     @classmethod
     def _check_age(cls, value: str | None) -> str | None:
-        parse_age(value)
+        parse_age(value)  # a FilterError is a ValueError: pydantic reports it on the field
         return value
 
     def filter(self) -> Filter:
-        return Filter(
-            ids=tuple(i for i in self.ids if i),
-            reason=self.reason or None,
-            source=self.source or None,
-            type=self.type or None,
-            invoice=self.invoice or None,
-            older_than=parse_age(self.older_than),
-            newer_than=parse_age(self.newer_than),
-            everything=self.everything,
-        )
+        named = self.model_dump(include=set(SELECTORS))
+        return selection_filter(named, ids=tuple(self.ids), everything=self.everything)
 
 
 class ReplayRequest(Selection):
@@ -146,15 +137,15 @@ class Ops:
         work = next((s for s in stats or [] if s.name == self.topology.work_queue), None)
         dead = next((s for s in stats or [] if s.name == self.topology.dead_letter), None)
         return {
-            "generated_at": _iso(now),
+            "generated_at": rfc3339(now),
             "broker": "open" if self.broker.ready else "closed",
             "queues": [self.queue_dict(s) for s in stats or []],
             "consumers": work.consumers if work else None,
             "consumers_healthy": bool(work and work.consumers > 0),
             "dead_letters": dead.ready + (dead.unacked or 0) if dead else None,
-            "ledger": {"since": _iso(since), "counts": counts},
+            "ledger": {"since": rfc3339(since), "counts": counts},
             "chargebee_error_rate": error_rate(counts),
-            "recent": [entry_dict(e) for e in recent],
+            "recent": [e.as_dict() for e in recent],
         }
 
     async def list_dead_letters(self, selector: Filter | None, limit: int) -> list[Letter]:
@@ -223,9 +214,9 @@ class Story:
     def as_dict(self) -> dict[str, Any]:
         return {
             "q": self.query,
-            "ledger": [entry_dict(e) for e in self.entries],
+            "ledger": [e.as_dict() for e in self.entries],
             "dead_letters": None if self.dead_letters is None else [d.summary() for d in self.dead_letters],
-            "audit": [audit_dict(r) for r in self.audit],
+            "audit": [r.as_dict() for r in self.audit],
         }
 
 
@@ -258,45 +249,10 @@ def error_rate(counts: dict[str, int]) -> float | None:
     return round(bad / settled, 4) if settled else None
 
 
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
+# TRANSITIONAL, while the pages move to Jinja2: they still call these.
 def entry_dict(entry: Entry) -> dict[str, Any]:
-    origin, source, event_id = entry.key
-    return {
-        "origin": origin,
-        "source": source,
-        "event_id": event_id,
-        "state": entry.state,
-        "invoice_id": entry.invoice_id,
-        "attempts": entry.attempts,
-        "transaction_id": entry.transaction_id,
-        "invoice_status": entry.invoice_status,
-        "last_error": entry.last_error,
-        "reason": entry.reason,
-        "generation": entry.generation,
-        "created_at": _iso(entry.created_at),
-        "updated_at": _iso(entry.updated_at),
-    }
+    return entry.as_dict()
 
 
 def audit_dict(record: AuditRecord) -> dict[str, Any]:
-    return {
-        "id": record.id,
-        "at": _iso(record.at),
-        "actor": record.actor,
-        "action": record.action,
-        "selector": record.selector,
-        "count": record.count,
-        "details": record.details,
-    }
-
-
-def outcome_dict(outcome: Outcome) -> dict[str, Any]:
-    return {
-        "matched": len(outcome.matched),
-        "moved": outcome.moved,
-        "dry_run": outcome.dry_run,
-        "ids": [letter.id for letter in outcome.matched],
-    }
+    return record.as_dict()
