@@ -20,11 +20,11 @@ import orjson
 from service import events, messages
 from service.messages import count, text
 
-# Fields an operator may correct with --set, all under the event's `data`.
+# Fields an operator may correct with --set, all under the event's `data`: where the money goes
+# and how it is described, never how much arrived or in which currency (SPEC §6). A wrong amount is
+# the bank's to correct: purge the letter and let the bank send the payment again.
 EDITABLE: Final = (
     "invoice_id",
-    "amount",
-    "currency",
     "memo",
     "remittance_information",
     "bank_reference",
@@ -32,6 +32,14 @@ EDITABLE: Final = (
     "booked_at",
     "scanned_at",
 )
+NEVER_EDITABLE: Final = ("amount", "currency")
+# The fields that only one event type has (SPEC §2); the rest apply to both.
+ONLY_FOR: Final = {
+    "bank_reference": "bank.deposit",
+    "booked_at": "bank.deposit",
+    "check_number": "check.scan",
+    "scanned_at": "check.scan",
+}
 # Headers the broker or an earlier failure wrote; a replayed message starts without them.
 CLEARED: Final = (
     messages.REASON,
@@ -254,11 +262,30 @@ class Filter:
         return " ".join(parts)
 
 
+def refusal(name: str) -> str | None:
+    """Why `--set name=…` is refused whatever the event, or None when the field is editable."""
+    if name in NEVER_EDITABLE:
+        return (
+            f"{name} is never editable: correct where money goes, not how much arrived "
+            "(purge the letter and let the bank send the payment again)"
+        )
+    if name not in EDITABLE:
+        return f"cannot --set {name}; editable fields: {', '.join(EDITABLE)}"
+    return None
+
+
 def apply_edits(event: dict[str, Any], edits: dict[str, str]) -> dict[str, Any]:
-    """The event with `data` fields replaced; raises EditError if a field is unknown or the result invalid."""
-    unknown = sorted(set(edits) - set(EDITABLE))
-    if unknown:
-        raise EditError(f"cannot --set {', '.join(unknown)}; editable fields: {', '.join(EDITABLE)}")
+    """The event with `data` fields replaced; EditError if a field may not be set or the result is invalid."""
+    refused = [why for name in sorted(edits) if (why := refusal(name)) is not None]
+    if refused:
+        raise EditError("; ".join(refused))
+    kind = event.get("type")
+    foreign = [name for name in sorted(edits) if ONLY_FOR.get(name, kind) != kind]
+    if foreign:
+        raise EditError(
+            f"cannot --set {', '.join(foreign)} on a {kind} event: "
+            f"{', '.join(f'{n} belongs to {ONLY_FOR[n]}' for n in foreign)}"
+        )
     data = dict(event.get("data") or {})
     data.update(edits)
     edited = {**event, "data": data}

@@ -20,6 +20,7 @@ from service.cli.dlq import assignment, selector
 from service.dead_letters import (
     CLEARED,
     EDITABLE,
+    ONLY_FOR,
     SELECTORS,
     EditError,
     Filter,
@@ -297,8 +298,6 @@ def test_one_field_list_for_the_filter_the_api_body_and_the_cli_flags() -> None:
 
 EDIT_VALUES = {
     "invoice_id": "INV-1001",
-    "amount": "12.50",
-    "currency": "EUR",
     "memo": "corrected by ops",
     "remittance_information": "INV-1001 thanks",
     "bank_reference": "BR-9",
@@ -308,22 +307,60 @@ EDIT_VALUES = {
 }
 
 
-@pytest.mark.parametrize("name", EDITABLE)
-def test_every_editable_field_can_be_set_and_the_event_is_not_mutated(name: str) -> None:
-    event = deposit()
+@pytest.mark.parametrize(
+    ("name", "event"),
+    [
+        (name, event)
+        for name in EDITABLE
+        for event in (deposit(), check())
+        if ONLY_FOR.get(name, event["type"]) == event["type"]
+    ],
+)
+def test_every_editable_field_can_be_set_and_the_event_is_not_mutated(
+    name: str, event: dict[str, Any]
+) -> None:
+    before = orjson.loads(orjson.dumps(event))
     edited = apply_edits(event, {name: EDIT_VALUES[name]})
     assert edited["data"][name] == EDIT_VALUES[name]
-    assert event == deposit()
+    assert event == before
+
+
+@pytest.mark.parametrize("name", ["amount", "currency"])
+def test_how_much_arrived_and_in_which_currency_is_never_editable(name: str) -> None:
+    """SPEC §6: an operator corrects where money goes; a wrong amount is the bank's to resend."""
+    with pytest.raises(EditError, match=f"^{name} is never editable: correct where money goes"):
+        apply_edits(deposit(), {name: "1000.00" if name == "amount" else "EUR", "invoice_id": "INV-1"})
+
+
+@pytest.mark.parametrize(
+    ("event", "edits", "refused"),
+    [
+        (check(), {"booked_at": "2026-11-24T09:00:00Z"}, "cannot --set booked_at on a check.scan event"),
+        (check(), {"bank_reference": "BR-1"}, "bank_reference belongs to bank.deposit"),
+        (
+            deposit(),
+            {"scanned_at": "2026-11-24T09:00:00Z"},
+            "cannot --set scanned_at on a bank.deposit event",
+        ),
+        (deposit(), {"check_number": "1", "memo": "m"}, "check_number belongs to check.scan"),
+    ],
+)
+def test_an_edit_of_a_field_the_events_type_does_not_have_is_refused(
+    event: dict[str, Any], edits: dict[str, str], refused: str
+) -> None:
+    """Not silently ignored: the contract does not read the field, so the edit would change nothing."""
+    with pytest.raises(EditError, match=refused):
+        apply_edits(event, edits)
 
 
 def test_an_unknown_field_is_refused_with_the_editable_list() -> None:
-    with pytest.raises(EditError, match=r"cannot --set payer, source; editable fields: invoice_id, amount"):
-        apply_edits(deposit(), {"payer": "x", "source": "y", "memo": "ok"})
+    with pytest.raises(EditError, match=r"cannot --set payer; editable fields: invoice_id, memo"):
+        apply_edits(deposit(), {"payer": "x", "memo": "ok"})
 
 
 @pytest.mark.parametrize(
     "edits",
-    [{"amount": "ten"}, {"amount": "-1.00"}, {"currency": "XXX"}, {"booked_at": "tomorrow"}],
+    [{"invoice_id": "not valid!"}, {"booked_at": "tomorrow"}, {"bank_reference": ""}, {"memo": "x" * 2001}],
 )
 def test_an_edit_that_breaks_the_contract_is_refused(edits: dict[str, str]) -> None:
     with pytest.raises(EditError, match="the edited event is invalid"):
@@ -335,7 +372,7 @@ def test_check_edits_names_the_letter_it_refuses() -> None:
     with pytest.raises(EditError, match="^m-9: the body is not a JSON event"):
         check_edits(unreadable, {"invoice_id": "INV-1"})
     with pytest.raises(EditError, match="^evt-1: the edited event is invalid"):
-        check_edits(letter(), {"amount": "ten"})
+        check_edits(letter(), {"booked_at": "tomorrow"})
     check_edits(letter(), {"invoice_id": "INV-1"})
 
 
@@ -441,7 +478,11 @@ def test_audit_records_and_ledger_entries_as_json_in_utc() -> None:
 
 @pytest.mark.parametrize(
     ("text", "refusal"),
-    [("payer=x", "cannot --set payer; editable: invoice_id"), ("invoice_id", "--set takes FIELD=VALUE")],
+    [
+        ("payer=x", "cannot --set payer; editable fields: invoice_id"),
+        ("amount=1000.00", "amount is never editable"),
+        ("invoice_id", "--set takes FIELD=VALUE"),
+    ],
 )
 def test_the_cli_refuses_a_set_it_cannot_apply_before_reading_the_queue(text: str, refusal: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match=refusal):

@@ -194,7 +194,7 @@ async def test_edit_replay_keeps_the_original_and_rejects_bad_edits(
     """--set corrects data fields, with the original body in a header; an invalid edit moves nothing."""
     event = new_deposit(None, "10.00", remittance="paid, thanks")
     await put_dead_letter(amqp, prefix, event)
-    code, _, err = await dlq(prefix, ledger_url, "replay", "--all", "--set", "amount=ten", "--yes")
+    code, _, err = await dlq(prefix, ledger_url, "replay", "--all", "--set", "booked_at=tomorrow", "--yes")
     assert code == 2 and "invalid" in err
     assert len(await listed(prefix, ledger_url)) == 1
     code, _, err = await dlq(

@@ -24,7 +24,16 @@ from rich.table import Table
 
 from service.broker import BrokerUnavailable
 from service.dead_letter_queue import DeadLetterQueue
-from service.dead_letters import EDITABLE, SELECTORS, EditError, Filter, FilterError, Outcome, parse_age
+from service.dead_letters import (
+    EDITABLE,
+    SELECTORS,
+    EditError,
+    Filter,
+    FilterError,
+    Outcome,
+    parse_age,
+    refusal,
+)
 from service.events import EVENT_TYPES
 from service.ledger import Ledger
 from service.settings import Settings
@@ -45,8 +54,8 @@ def assignment(text: str) -> tuple[str, str]:
     field, sep, value = text.partition("=")
     if not sep or not field:
         raise argparse.ArgumentTypeError(f"--set takes FIELD=VALUE, got {text!r}")
-    if field not in EDITABLE:
-        raise argparse.ArgumentTypeError(f"cannot --set {field}; editable: {', '.join(EDITABLE)}")
+    if (why := refusal(field)) is not None:
+        raise argparse.ArgumentTypeError(why)
     return field, value
 
 
