@@ -788,6 +788,28 @@ async def test_dashboard_shows_depths_with_stable_hooks(harness: Harness) -> Non
     assert 'data-summary="dead_letters">2<' in page
 
 
+async def test_text_from_messages_and_query_strings_is_escaped(harness: Harness) -> None:
+    """A `<script>` in a message id, an error, a filter or a lookup shows as text, never as markup."""
+    attack = "<script>alert(1)</script>"
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    await harness.dead_letter(f"evt-{attack}", invoice=None)
+    assert await harness.dead_letter_ids() == [f"evt-{attack}"]  # the id itself carries the markup
+    quoted = "evt-%3Cscript%3Ealert(1)%3C%2Fscript%3E"
+    for path in (
+        "/dead-letters",
+        f"/dead-letters/{quoted}",
+        f"/dead-letters?source=%3Cscript%3Ealert(1)%3C/script%3E&reason={quoted}",
+        f"/lookup?q={quoted}",
+        "/lookup?q=%22%3E%3Cscript%3Ealert(1)%3C/script%3E",
+    ):
+        status, _, page = await harness.request("GET", path)
+        assert status == 200, path
+        assert attack not in page, path
+        assert escaped in page, path
+    status, _, page = await harness.request("GET", "/lookup?q=%22%3E%3Cscript%3Ealert(1)%3C/script%3E")
+    assert 'value="&#34;&gt;&lt;script&gt;' in page  # the quote cannot end the attribute
+
+
 # -- configuration ----------------------------------------------------------------------------
 
 

@@ -28,10 +28,9 @@ from service.ledger import Ledger
 from service.metrics import Metrics, create_metrics
 from service.ops.api import Api
 from service.ops.auth import Auth, AuthMiddleware
-from service.ops.layout import Layout
+from service.ops.layout import Layout, templates
 from service.ops.operations import Ops
 from service.ops.pages import Pages
-from service.ops.templating import Templates
 from service.problems import problem
 from service.settings import ConfigError, Settings
 
@@ -133,7 +132,7 @@ def create_app(
             await asyncio.wait_for(ops.queues(), METRICS_REFRESH_SECONDS)
         return Response(ops.metrics.render(), media_type="text/plain; version=0.0.4")
 
-    layout = Layout(Templates(), topology.prefix)
+    layout = Layout(templates(), topology.prefix)
     pages = Pages(ops, auth, layout)
 
     async def http_error(request: Request, exc: Exception) -> Response:

@@ -1,19 +1,45 @@
-"""The frame every ops page shares (header, navigation, sign-out form) and small form helpers."""
+"""The frame every ops page shares (`base.html`: header, navigation, sign-out form), and form helpers.
+
+`templates()` builds the one Jinja2 environment the app renders with; `Layout` hands each page
+template its view model together with the frame's.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs
 
+import jinja2
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
+from starlette.templating import Jinja2Templates
 
-from service.ops import views
 from service.ops.auth import MAX_FORM_BYTES, Operator
 from service.ops.operations import BadRequest
-from service.ops.templating import Html, Templates, join, tag
 
+TEMPLATES = Path(__file__).parent / "templates"
 NAV = (("/", "Dashboard"), ("/dead-letters", "Dead letters"), ("/lookup", "Lookup"), ("/audit", "Audit"))
+NO_STORE = {"Cache-Control": "no-store"}
 Form = dict[str, list[str]]
+
+
+def templates(directory: Path = TEMPLATES) -> Jinja2Templates:
+    """The page templates, escaping every value (as `Jinja2Templates(directory=...)` would).
+
+    Messages, ledger entries and query strings end up on the pages, so autoescape is what keeps
+    their text from becoming markup. Undefined names are errors, not blanks, so a template typo
+    fails a test instead of showing an empty cell.
+    """
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(directory),
+        autoescape=jinja2.select_autoescape(),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return Jinja2Templates(env=env)
 
 
 async def read_form(request: Request) -> Form:
@@ -28,53 +54,53 @@ def first(form: Form, name: str) -> str:
     return (form.get(name) or [""])[0].strip()
 
 
-class Layout:
-    """Renders a page's main content inside the shared frame."""
+@dataclass(frozen=True, slots=True)
+class NavItem:
+    href: str
+    label: str
+    current: bool
 
-    def __init__(self, templates: Templates, prefix: str) -> None:
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """What `base.html` shows around a page. `who` is None when nobody is signed in (no navigation)."""
+
+    prefix: str
+    csrf: str
+    nav: tuple[NavItem, ...]
+    who: str | None
+    sign_out: bool
+
+
+def frame(path: str, operator: Operator | None, prefix: str) -> Frame:
+    if operator is None:
+        return Frame(prefix, "", (), None, False)
+    nav = tuple(
+        NavItem(href, label, path == href or (href != "/" and path.startswith(href))) for href, label in NAV
+    )
+    who = (
+        "Open access (no admin token; loopback only)"
+        if operator.via == "open"
+        else f"Signed in as {operator.name}"
+    )
+    return Frame(prefix, operator.csrf or "", nav, who, operator.via == "session")
+
+
+class Layout:
+    """Renders page templates, which extend `base.html`."""
+
+    def __init__(self, templates: Jinja2Templates, prefix: str) -> None:
         self.templates = templates
         self.prefix = prefix
 
-    def _nav(self, request: Request, operator: Operator | None) -> Html:
-        if operator is None:
-            return Html("")
-        path = request.url.path
-        items = []
-        for href, label in NAV:
-            current = "page" if (path == href or (href != "/" and path.startswith(href))) else None
-            items.append(tag("li", tag("a", label, href=href, aria_current=current)))
-        who = (
-            "Open access (no admin token; loopback only)"
-            if operator.via == "open"
-            else f"Signed in as {operator.name}"
-        )
-        session = join(
-            [
-                tag("span", who, class_="who"),
-                views.hidden("csrf", operator.csrf or ""),
-                tag("button", "Sign out", type="submit", class_="link-button")
-                if operator.via == "session"
-                else "",
-            ]
-        )
-        form = tag("form", session, method="post", action="/logout", class_="session")
-        return join([tag("nav", tag("ul", join(items)), aria_label="Main"), form])
-
-    def page(self, request: Request, title: str, main: Html, status: int = 200) -> Response:
+    def page(self, request: Request, template: str, status: int = 200, **context: Any) -> Response:
         operator: Operator | None = getattr(request.state, "operator", None)
-        body = self.templates.render(
-            "base",
-            title=title,
-            csrf=(operator.csrf if operator else "") or "",
-            prefix=self.prefix,
-            nav=self._nav(request, operator),
-            main=main,
+        context["frame"] = frame(request.url.path, operator, self.prefix)
+        return self.templates.TemplateResponse(
+            request, template, context, status_code=status, headers=NO_STORE
         )
-        return HTMLResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
 
     def message(
         self, request: Request, status: int, heading: str, text: str, back: str = "/dead-letters"
     ) -> Response:
-        label = "Back to the dead letters" if back == "/dead-letters" else "Back"
-        main = self.templates.render("message", heading=heading, message=text, back=back, back_label=label)
-        return self.page(request, heading, main, status)
+        return self.page(request, "message.html", status, heading=heading, message=text, back=back)

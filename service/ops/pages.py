@@ -1,15 +1,15 @@
 """The ops pages: sign-in, dashboard, event lookup and audit; the route table of every page.
 
-Server-rendered and usable without JavaScript; `static/ops.js` adds the dashboard's live refresh
-(polling `/api/overview`) and confirmation prompts. The dead-letter browser is in
-`dead_letter_pages.py`, the shared frame in `layout.py`.
+Server-rendered from the Jinja2 templates in `templates/` and usable without JavaScript;
+`static/ops.js` adds the dashboard's live refresh (polling `/api/overview`) and confirmation
+prompts. The dead-letter browser
+is in `dead_letter_pages.py`, the shared frame in `layout.py`, the view models in `views.py`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -20,9 +20,8 @@ from service.ops import views
 from service.ops.auth import COOKIE, SESSION_SECONDS, Auth, clean_name, cookie_secure, safe_next
 from service.ops.dead_letter_pages import DeadLetterPages
 from service.ops.layout import Layout, first, read_form
-from service.ops.operations import BadRequest, Ops, audit_dict, entry_dict
-from service.ops.templating import Html, join, tag
-from service.queue_stats import QueueStat, queue_names
+from service.ops.operations import BadRequest, Ops, audit_dict
+from service.queue_stats import queue_names
 
 log = logging.getLogger("payrelay.ops")
 
@@ -34,7 +33,6 @@ class Pages:
         self.ops = ops
         self.auth = auth
         self.layout = layout
-        self.templates = layout.templates
         self.dead_letters = DeadLetterPages(ops, layout)
 
     # -- sign-in -----------------------------------------------------------------------------
@@ -42,22 +40,10 @@ class Pages:
     def _login_form(
         self, request: Request, target: str, error: str = "", name: str = "", status: int = 200
     ) -> Response:
-        note = ""
-        if cookie_secure(request) and request.url.scheme == "http":
-            note = tag(
-                "p",
-                "This page was reached over plain http: the session cookie is Secure and your browser "
-                "will only keep it over https.",
-                class_="help",
-            )
-        main = self.templates.render(
-            "login",
-            error=tag("p", error, class_="alert", role="alert") if error else "",
-            next=target,
-            name=name,
-            note=note,
+        plain_http = cookie_secure(request) and request.url.scheme == "http"
+        return self.layout.page(
+            request, "login.html", status, error=error, next=target, name=name, plain_http=plain_http
         )
-        return self.layout.page(request, "Sign in", main, status)
 
     async def login(self, request: Request) -> Response:
         target = safe_next(request.query_params.get("next"))
@@ -102,77 +88,25 @@ class Pages:
 
     # -- dashboard ---------------------------------------------------------------------------
 
+    async def _dashboard(self) -> views.Dashboard:
+        topology = self.ops.topology
+        watched = [(name, self.ops.role(name)[1]) for name in queue_names(topology)]
+        management = bool(self.ops.settings.broker.management_url)
+        return views.dashboard(await self.ops.overview(), watched, topology.prefix, management=management)
+
     async def dashboard(self, request: Request) -> Response:
-        data = await self.ops.overview()
-        prefix = self.ops.topology.prefix
-        known = {q["name"]: q for q in data["queues"]}
-        rows = [
-            views.queue_row(name, _stat(known.get(name)), self.ops.role(name)[1], prefix)
-            for name in queue_names(self.ops.topology)
-        ]
-        counts = data["ledger"]["counts"]
-        work = known.get(self.ops.topology.work_queue, {})
-        healthy = data["consumers_healthy"]
-        settled = sum(counts.get(s, 0) for s in ("recorded", "failed", "dead_lettered"))
-        main = self.templates.render(
-            "dashboard",
-            generated_at=data["generated_at"],
-            generated_label=data["generated_at"][11:19] + " UTC",
-            broker_hidden="hidden" if data["broker"] == "open" else "",
-            health_state="good" if healthy else "bad",
-            health_label="Healthy" if healthy else "No consumer",
-            consumers=views.count(data["consumers"]),
-            dead_state="unknown"
-            if data["dead_letters"] is None
-            else "bad"
-            if data["dead_letters"]
-            else "good",
-            dead_letters=views.count(data["dead_letters"]),
-            work_ready=views.count(work.get("ready")),
-            work_unacked=views.count(work.get("unacked")),
-            error_rate=views.percent(data["chargebee_error_rate"]),
-            settled=settled,
-            queue_rows=join(rows, "\n"),
-            queues_note=""
-            if self.ops.settings.broker.management_url
-            else "Unacked counts and rates need RabbitMQ's management API (PAYRELAY_AMQP_MANAGEMENT_URL).",
-            ledger_counts=views.ledger_counts(counts),
-            recent_rows=join((views.recent_row(e) for e in data["recent"]), "\n")
-            or Html('<tr><td colspan="7" class="empty">No outcomes yet.</td></tr>'),
-        )
-        return self.layout.page(request, "Dashboard", main)
+        return self.layout.page(request, "dashboard.html", dashboard=await self._dashboard())
 
     # -- lookup and audit --------------------------------------------------------------------
 
     async def lookup(self, request: Request) -> Response:
         query = request.query_params.get("q", "").strip()
-        results: Html | str = ""
-        if query:
-            story = await self.ops.lookup(query)
-            results = join(
-                [
-                    tag("h2", "Ledger"),
-                    views.ledger_table([entry_dict(e) for e in story.entries]),
-                    tag("h2", "In the dead-letter queue"),
-                    views.dead_letter_table(story.dead_letters, "Dead letters naming this id")
-                    if story.dead_letters is not None
-                    else tag(
-                        "p",
-                        "The broker is unavailable: the dead-letter queue cannot be searched now.",
-                        class_="alert",
-                    ),
-                    tag("h2", "Audit"),
-                    views.audit_table([audit_dict(r) for r in story.audit]),
-                ]
-            )
-        main = self.templates.render("lookup", q=query, results=results)
-        return self.layout.page(request, f"Lookup {query}" if query else "Lookup", main)
+        story = views.lookup(await self.ops.lookup(query)) if query else None
+        return self.layout.page(request, "lookup.html", q=query, story=story)
 
     async def audit(self, request: Request) -> Response:
         records = [audit_dict(r) for r in await self.ops.ledger.audit(200)]
-        return self.layout.page(
-            request, "Audit", self.templates.render("audit", table=views.audit_table(records))
-        )
+        return self.layout.page(request, "audit.html", rows=views.audit_rows(records))
 
     def routes(self) -> list[Route]:
         def guarded(handler: Handler) -> Handler:
@@ -197,11 +131,3 @@ class Pages:
             Route("/lookup", guarded(self.lookup)),
             Route("/audit", guarded(self.audit)),
         ]
-
-
-def _stat(q: dict[str, Any] | None) -> QueueStat | None:
-    if q is None:
-        return None
-    return QueueStat(
-        q["name"], q["ready"], q["unacked"], q["consumers"], q["publish_rate"], q["deliver_rate"]
-    )

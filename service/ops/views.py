@@ -1,19 +1,22 @@
-"""HTML fragments for the ops pages: rows, tables, facts. Pure functions of data to `Html`.
+"""View models of the ops pages: plain data with every figure already formatted as it is shown.
 
-Formatting here is mirrored by `static/ops.js`, which redraws the dashboard from `/api/overview`.
+Pure functions of what `Ops` returns, and no markup: the templates in `templates/` lay these
+out. `static/ops.js` still repeats the dashboard's formatting for its live refresh from
+`/api/overview`. Here: the formatting every page shares, the dashboard, dead-letter rows, lookup
+and audit; the models only the dead-letter browser's own pages use are in `dead_letter_pages.py`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import orjson
 
 from service.dead_letters import Letter
-from service.ops.templating import Html, escape, join, tag
-from service.queue_stats import QueueStat
+from service.ops.operations import Story, audit_dict, entry_dict
 
 DASH = "—"
 LEDGER_STATES = (
@@ -23,6 +26,7 @@ LEDGER_STATES = (
     ("in_progress", "In progress"),
 )
 STATE_TONE = {"recorded": "good", "failed": "warn", "dead_lettered": "bad", "in_progress": "info"}
+QUEUE_FIGURES = ("ready", "unacked", "consumers", "publish_rate", "deliver_rate")
 
 
 def count(value: int | None) -> str:
@@ -37,12 +41,114 @@ def percent(value: float | None) -> str:
     return DASH if value is None else f"{value * 100:.1f}%"
 
 
-def when(value: str | None) -> Html:
-    """An RFC 3339 time as `<time>`, shown to the second in UTC."""
+def short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def dead_letters_noun(n: int) -> str:
+    return "dead letter" if n == 1 else "dead letters"
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One value as shown: plain text, or a link (`href`), or a `<time>` (`datetime`, RFC 3339)."""
+
+    text: str
+    href: str | None = None
+    datetime: str | None = None
+
+
+def text(value: str | int | None) -> Cell:
+    return Cell(DASH if value is None or value == "" else str(value))
+
+
+def when(value: str | None) -> Cell:
+    """An RFC 3339 time shown to the second in UTC; the exact value stays in `datetime`."""
     if not value:
-        return Html(DASH)
-    shown = value.replace("T", " ")[:19] + " UTC"
-    return tag("time", shown, datetime=value)
+        return Cell(DASH)
+    return Cell(value.replace("T", " ")[:19] + " UTC", datetime=value)
+
+
+def lookup_link(value: str | None) -> Cell:
+    """An id as a link to its story on the lookup page."""
+    if not value:
+        return Cell(DASH)
+    return Cell(value, href=f"/lookup?{urlencode({'q': value})}")
+
+
+@dataclass(frozen=True, slots=True)
+class Badge:
+    label: str
+    tone: str  # good, warn, bad or info: the badge's colour
+
+
+def state_badge(state: str) -> Badge:
+    return Badge(state.replace("_", " "), STATE_TONE.get(state, "info"))
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    value: str
+    label: str
+    selected: bool = False
+
+
+def options(values: Iterable[tuple[str, str]], selected: str | None) -> list[Option]:
+    return [Option(value, label, value == selected) for value, label in values]
+
+
+# -- the dashboard ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRow:
+    """One watched queue; `key` names its cells' ids (`q-retry-5s-ready`), `figures` is (field, shown)."""
+
+    name: str
+    label: str
+    key: str
+    figures: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerCount:
+    state: str
+    label: str
+    n: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecentRow:
+    updated: Cell
+    event: Cell
+    origin: str
+    invoice: Cell
+    state: Badge
+    attempts: int
+    detail: str
+    detail_title: str | None  # the whole detail when `detail` is cut short
+
+
+@dataclass(frozen=True, slots=True)
+class Dashboard:
+    """Everything the dashboard shows, for the full page and for its live fragment alike."""
+
+    generated_at: str
+    generated_label: str
+    broker_open: bool
+    health_state: str
+    health_label: str
+    consumers: str
+    dead_state: str
+    dead_letters: str
+    work_ready: str
+    work_unacked: str
+    error_rate: str
+    settled: int
+    queues: tuple[QueueRow, ...]
+    management: bool  # False: unacked counts and rates cannot be known
+    counts: tuple[LedgerCount, ...]
+    recent: tuple[RecentRow, ...]
 
 
 def dom_key(queue: str, prefix: str) -> str:
@@ -50,202 +156,175 @@ def dom_key(queue: str, prefix: str) -> str:
     return queue.removeprefix(prefix + ".").replace(".", "-")
 
 
-def queue_row(name: str, stat: QueueStat | None, label: str, prefix: str) -> Html:
-    """One queue's row; every figure cell carries `data-queue`/`data-field` for the live refresh."""
-    key = dom_key(name, prefix)
-    cells = [tag("th", join([label, " ", tag("span", name, class_="qname")]), scope="row")]
-    values = {
-        "ready": count(stat.ready if stat else None),
-        "unacked": count(stat.unacked if stat else None),
-        "consumers": count(stat.consumers if stat else None),
-        "publish_rate": rate(stat.publish_rate if stat else None),
-        "deliver_rate": rate(stat.deliver_rate if stat else None),
-    }
-    for field, shown in values.items():
-        cells.append(tag("td", shown, class_="num", id=f"q-{key}-{field}", data_queue=name, data_field=field))
-    return tag("tr", join(cells), data_queue_row=name)
+def queue_row(name: str, label: str, stat: dict[str, Any] | None, prefix: str) -> QueueRow:
+    """One queue's figures; all unknown (—) when the broker did not report the queue."""
+    figures = []
+    for field in QUEUE_FIGURES:
+        value = stat.get(field) if stat else None
+        figures.append((field, rate(value) if field.endswith("_rate") else count(value)))
+    return QueueRow(name, label, dom_key(name, prefix), tuple(figures))
 
 
-def ledger_counts(counts: dict[str, int]) -> Html:
-    items = [
-        tag("div", join([tag("dt", label), tag("dd", counts.get(state, 0), data_count=state)]))
-        for state, label in LEDGER_STATES
-    ]
-    return join(items, "\n")
-
-
-def state_badge(state: str) -> Html:
-    return tag("span", state.replace("_", " "), class_=f"badge {STATE_TONE.get(state, 'info')}")
-
-
-def lookup_link(value: str | None) -> Html:
-    if not value:
-        return Html(DASH)
-    return tag("a", value, href=f"/lookup?{urlencode({'q': value})}")
-
-
-def recent_row(entry: dict[str, Any]) -> Html:
-    detail = entry.get("transaction_id") or entry.get("reason") or entry.get("last_error") or ""
-    return tag(
-        "tr",
-        join(
-            [
-                tag("td", when(entry["updated_at"])),
-                tag("td", lookup_link(entry["event_id"]), class_="mono"),
-                tag("td", entry["origin"]),
-                tag("td", lookup_link(entry.get("invoice_id"))),
-                tag("td", state_badge(entry["state"])),
-                tag("td", entry["attempts"], class_="num"),
-                tag("td", _short(str(detail), 80), class_="detail", title=detail or None),
-            ]
-        ),
+def recent_row(entry: dict[str, Any]) -> RecentRow:
+    detail = str(entry.get("transaction_id") or entry.get("reason") or entry.get("last_error") or "")
+    return RecentRow(
+        updated=when(entry["updated_at"]),
+        event=lookup_link(entry["event_id"]),
+        origin=entry["origin"],
+        invoice=lookup_link(entry.get("invoice_id")),
+        state=state_badge(entry["state"]),
+        attempts=entry["attempts"],
+        detail=short(detail, 80),
+        detail_title=detail or None,
     )
 
 
-def _short(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def dashboard(
+    overview: dict[str, Any], watched: Sequence[tuple[str, str]], prefix: str, *, management: bool
+) -> Dashboard:
+    """The dashboard from `Ops.overview()`; `watched` is (queue, label) of each queue shown, in order."""
+    known = {q["name"]: q for q in overview["queues"]}
+    work: dict[str, Any] = next((q for q in overview["queues"] if q["role"] == "work"), {})
+    counts: dict[str, int] = overview["ledger"]["counts"]
+    healthy = overview["consumers_healthy"]
+    dead = overview["dead_letters"]
+    return Dashboard(
+        generated_at=overview["generated_at"],
+        generated_label=overview["generated_at"][11:19] + " UTC",
+        broker_open=overview["broker"] == "open",
+        health_state="good" if healthy else "bad",
+        health_label="Healthy" if healthy else "No consumer",
+        consumers=count(overview["consumers"]),
+        dead_state="unknown" if dead is None else "bad" if dead else "good",
+        dead_letters=count(dead),
+        work_ready=count(work.get("ready")),
+        work_unacked=count(work.get("unacked")),
+        error_rate=percent(overview["chargebee_error_rate"]),
+        settled=sum(counts.get(s, 0) for s in ("recorded", "failed", "dead_lettered")),
+        queues=tuple(queue_row(name, label, known.get(name), prefix) for name, label in watched),
+        management=management,
+        counts=tuple(LedgerCount(state, label, counts.get(state, 0)) for state, label in LEDGER_STATES),
+        recent=tuple(recent_row(e) for e in overview["recent"]),
+    )
+
+
+# -- dead letters -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LetterRow:
+    id: str
+    href: str
+    reason: str
+    error: str
+    error_title: str | None
+    attempts: int
+    failed_at: Cell
+    origin: str
+    type: str
+    invoice: str
+    amount: str
 
 
 def detail_href(letter_id: str) -> str:
     return f"/dead-letters/{quote(letter_id, safe='')}"
 
 
-DEAD_LETTER_COLUMNS = (
-    "Event id",
-    "Reason",
-    "Error",
-    "Attempts",
-    "Failed at",
-    "Origin",
-    "Type",
-    "Invoice",
-    "Amount",
-)
+def amount(letter: Letter) -> str:
+    return f"{letter.amount} {letter.currency or ''}".strip() if letter.amount else DASH
 
 
-def dead_letter_table(letters: Sequence[Letter], caption: str, *, links: bool = True) -> Html:
-    if not letters:
-        return tag("p", "No dead letters match.", class_="empty")
-    head = tag("tr", join(tag("th", c, scope="col") for c in DEAD_LETTER_COLUMNS))
-    rows = [_dead_letter_row(letter, links) for letter in letters]
-    table = tag(
-        "table",
-        join(
-            [tag("caption", caption, class_="visually-hidden"), tag("thead", head), tag("tbody", join(rows))]
-        ),
-        class_="data",
-        id="dead-letter-table",
+def letter_row(letter: Letter) -> LetterRow:
+    return LetterRow(
+        id=letter.id,
+        href=detail_href(letter.id),
+        reason=letter.reason,
+        error=short(letter.error, 90),
+        error_title=letter.error or None,
+        attempts=letter.attempts,
+        failed_at=when(letter.failed_at),
+        origin=letter.origin or DASH,
+        type=letter.type or DASH,
+        invoice=letter.invoice_id or DASH,
+        amount=amount(letter),
     )
-    return tag("div", table, class_="table-wrap")
 
 
-def _dead_letter_row(letter: Letter, links: bool) -> Html:
-    ident = tag("a", letter.id, href=detail_href(letter.id)) if links else escape(letter.id)
-    amount = f"{letter.amount} {letter.currency or ''}".strip() if letter.amount else DASH
-    cells = [
-        tag("th", ident, scope="row", class_="mono"),
-        tag("td", tag("span", letter.reason, class_="badge bad")),
-        tag("td", _short(letter.error, 90), class_="detail", title=letter.error or None),
-        tag("td", letter.attempts, class_="num"),
-        tag("td", when(letter.failed_at)),
-        tag("td", letter.origin or DASH),
-        tag("td", letter.type or DASH),
-        tag("td", letter.invoice_id or DASH),
-        tag("td", amount, class_="num"),
-    ]
-    return tag("tr", join(cells), data_dead_letter=letter.id)
+def letter_rows(letters: Iterable[Letter]) -> list[LetterRow]:
+    return [letter_row(letter) for letter in letters]
 
 
-def facts(letter: Letter) -> Html:
-    rows = [
-        ("Reason", letter.reason),
-        ("Attempts", letter.attempts),
-        ("Failed at", when(letter.failed_at)),
-        ("Origin (configured source)", letter.origin or DASH),
-        ("CloudEvent source", letter.source or DASH),
-        ("Type", letter.type or DASH),
-        ("Invoice", lookup_link(letter.invoice_id)),
-        ("Amount", f"{letter.amount} {letter.currency or ''}".strip() if letter.amount else DASH),
-        ("Earlier replays", letter.summary()["replays"]),
-        ("Story", lookup_link(letter.id)),
-    ]
-    return join((tag("div", join([tag("dt", k), tag("dd", v)])) for k, v in rows), "\n")
+# -- lookup and audit -------------------------------------------------------------------------
 
 
-def pretty(value: Any) -> str:
-    return orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
+@dataclass(frozen=True, slots=True)
+class EntryRow:
+    updated: Cell
+    event_id: str
+    origin: str
+    state: Badge
+    invoice: str
+    attempts: int
+    transaction: str
+    reason: str
+    last_error: str
 
 
-def header_rows(headers: dict[str, Any]) -> Html:
-    rows = []
-    for name in sorted(headers):
-        value = headers[name]
-        shown = value if isinstance(value, str) else orjson.dumps(value).decode()
-        rows.append(
-            tag("tr", join([tag("th", name, scope="row", class_="mono"), tag("td", shown, class_="mono")]))
-        )
-    return join(rows, "\n")
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    at: Cell
+    actor: str
+    action: str
+    selector: str
+    count: int
+    details: str
 
 
-def options(values: Iterable[tuple[str, str]], selected: str | None) -> Html:
-    return join(tag("option", label, value=value, selected=value == selected) for value, label in values)
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """An event's story: `dead_letters` is None when the broker could not be asked."""
+
+    entries: list[EntryRow]
+    dead_letters: list[LetterRow] | None
+    audit: list[AuditRow]
 
 
-def hidden(name: str, value: str) -> Html:
-    return Html(f'<input type="hidden" name="{escape(name)}" value="{escape(value)}">')
-
-
-def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], caption: str) -> Html:
-    head = tag("tr", join(tag("th", c, scope="col") for c in columns))
-    body = join(tag("tr", join(tag("td", cell) for cell in row)) for row in rows)
-    inner = join([tag("caption", caption, class_="visually-hidden"), tag("thead", head), tag("tbody", body)])
-    return tag("div", tag("table", inner, class_="data"), class_="table-wrap")
-
-
-def ledger_table(entries: Sequence[dict[str, Any]]) -> Html:
-    if not entries:
-        return tag("p", "No ledger entry names this id.", class_="empty")
-    columns = (
-        "Updated",
-        "Event",
-        "Origin",
-        "State",
-        "Invoice",
-        "Attempts",
-        "Transaction",
-        "Reason",
-        "Last error",
+def lookup(story: Story) -> Lookup:
+    return Lookup(
+        entries=entry_rows(entry_dict(e) for e in story.entries),
+        dead_letters=None if story.dead_letters is None else letter_rows(story.dead_letters),
+        audit=audit_rows(audit_dict(r) for r in story.audit),
     )
-    rows = [
-        (
-            when(e["updated_at"]),
-            tag("span", e["event_id"], class_="mono"),
-            e["origin"],
-            state_badge(e["state"]),
-            e.get("invoice_id") or DASH,
-            e["attempts"],
-            e.get("transaction_id") or DASH,
-            e.get("reason") or DASH,
-            _short(e.get("last_error") or DASH, 120),
+
+
+def entry_rows(entries: Iterable[dict[str, Any]]) -> list[EntryRow]:
+    """Ledger entries (as `entry_dict` gives them) for the lookup page."""
+    return [
+        EntryRow(
+            updated=when(e["updated_at"]),
+            event_id=e["event_id"],
+            origin=e["origin"],
+            state=state_badge(e["state"]),
+            invoice=e.get("invoice_id") or DASH,
+            attempts=e["attempts"],
+            transaction=e.get("transaction_id") or DASH,
+            reason=e.get("reason") or DASH,
+            last_error=short(e.get("last_error") or DASH, 120),
         )
         for e in entries
     ]
-    return table(columns, rows, "Ledger entries")
 
 
-def audit_table(records: Sequence[dict[str, Any]]) -> Html:
-    if not records:
-        return tag("p", "No audit records.", class_="empty")
-    columns = ("At", "Actor", "Action", "Selector", "Count", "Details")
-    rows = [
-        (
-            when(r["at"]),
-            r["actor"],
-            r["action"],
-            r["selector"],
-            r["count"],
-            _short(orjson.dumps(r["details"]).decode(), 200),
+def audit_rows(records: Iterable[dict[str, Any]]) -> list[AuditRow]:
+    """Audit records (as `audit_dict` gives them), their details as one line of JSON."""
+    return [
+        AuditRow(
+            at=when(r["at"]),
+            actor=r["actor"],
+            action=r["action"],
+            selector=r["selector"],
+            count=r["count"],
+            details=short(orjson.dumps(r["details"]).decode(), 200),
         )
         for r in records
     ]
-    return table(columns, rows, "Audit records")
