@@ -183,6 +183,7 @@ PROTECTED = [
     ("GET", "/api/audit"),
     ("GET", "/api/no-such-route"),
     ("GET", "/"),
+    ("GET", "/fragments/dashboard"),
     ("GET", "/dead-letters"),
     ("GET", "/dead-letters/evt-1"),
     ("POST", "/dead-letters/action"),
@@ -242,7 +243,7 @@ async def test_public_routes_need_no_credentials(harness: Harness) -> None:
         ("/metrics", "payrelay_replays_total"),
         ("/login", "Admin token"),
         ("/static/ops.css", ".cards"),
-        ("/static/ops.js", "/api/overview"),
+        ("/static/ops.js", "/fragments/dashboard"),
     ]:
         status, headers, body = await harness.request("GET", path, token=None)
         assert status == 200, path
@@ -342,6 +343,7 @@ async def test_the_token_never_appears_in_responses_or_logs(
     seen: list[str] = []
     paths = [
         "/",
+        "/fragments/dashboard",
         "/dead-letters",
         "/dead-letters/evt-1",
         "/lookup?q=evt-1",
@@ -786,6 +788,38 @@ async def test_dashboard_shows_depths_with_stable_hooks(harness: Harness) -> Non
     assert cell is not None and cell.group(1) == "2"
     assert 'aria-live="polite"' in page
     assert 'data-summary="dead_letters">2<' in page
+
+
+async def test_the_dashboard_fragment_is_the_pages_live_part_rendered_anew(harness: Harness) -> None:
+    """/fragments/dashboard is the page's `#overview`, alone and current, never cached."""
+    await harness.dead_letter("evt-1")
+    status, _, page = await harness.request("GET", "/")
+    status, headers, fragment = await harness.request("GET", "/fragments/dashboard")
+    assert status == 200
+    assert headers["Content-Type"] == "text/html; charset=utf-8"
+    assert headers["Cache-Control"] == "no-store"
+    assert "default-src 'self'" in headers["Content-Security-Policy"]
+    assert fragment.lstrip().startswith('<div id="overview" data-live-overview')
+    assert "<html" not in fragment and "<script" not in fragment and "csrf" not in fragment
+    assert 'data-summary="dead_letters">1<' in fragment
+    # The page includes the same partial: apart from the times, the page holds the fragment as is.
+    assert _without_times(fragment) in _without_times(page)
+
+    await harness.dead_letter("evt-2")
+    status, _, fragment = await harness.request("GET", "/fragments/dashboard")
+    assert 'data-summary="dead_letters">2<' in fragment
+    assert 'data-broker="open"' in fragment
+
+
+async def test_an_unauthenticated_fragment_fetch_is_sent_to_sign_in_like_a_page(harness: Harness) -> None:
+    status, headers, body = await harness.request("GET", "/fragments/dashboard", token=None)
+    assert (status, headers["Location"]) == (303, "/login?next=%2Ffragments%2Fdashboard")
+    assert "overview" not in body
+
+
+def _without_times(html: str) -> str:
+    html = re.sub(r"\d{4}-\d\d-\d\dT[\d:.]+Z", "T", html)
+    return re.sub(r"\d\d:\d\d:\d\d UTC", "T", html)
 
 
 async def test_text_from_messages_and_query_strings_is_escaped(harness: Harness) -> None:

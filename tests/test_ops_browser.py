@@ -13,7 +13,7 @@ from pathlib import Path
 import aio_pika
 import aiohttp
 import pytest
-from playwright.async_api import Dialog, async_playwright, expect
+from playwright.async_api import Dialog, Page, async_playwright, expect
 
 from service.broker import declare_once
 from service.ledger import Ledger, Recorded
@@ -64,6 +64,16 @@ async def some_history(ledger_url: str) -> None:
         await ledger.close()
 
 
+async def sign_in(page: Page, url: str, name: str) -> None:
+    """Open the dashboard, get sent to the sign-in form, sign in and be back on the dashboard."""
+    await page.goto(url + "/")
+    await expect(page).to_have_url(re.compile(r"/login$"))
+    await page.get_by_label("Admin token").fill(TOKEN)
+    await page.get_by_label("Your name").fill(name)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("heading", name="Dashboard", level=1)).to_be_visible()
+
+
 @pytest.fixture
 def chromium() -> str:
     """The browser binary; its absence fails the test (CI installs it), it never skips it."""
@@ -93,12 +103,9 @@ async def test_sign_in_watch_the_dead_letter_depth_and_replay_one(
         browser = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
             page = await browser.new_page(viewport={"width": 1280, "height": 900})
-            await page.goto(url + "/")
-            await expect(page).to_have_url(re.compile(r"/login$"))
-            await page.get_by_label("Admin token").fill(TOKEN)
-            await page.get_by_label("Your name").fill("Erin")
-            await page.get_by_role("button", name="Sign in").click()
-            await expect(page.get_by_role("heading", name="Dashboard", level=1)).to_be_visible()
+            fetched: list[str] = []
+            page.on("request", lambda request: fetched.append(request.url))
+            await sign_in(page, url, "Erin")
 
             depth = page.locator(f'[data-queue="{prefix}.dead-letter"][data-field="ready"]')
             await expect(depth).to_have_text("2")
@@ -109,6 +116,9 @@ async def test_sign_in_watch_the_dead_letter_depth_and_replay_one(
             await expect(page.locator('[data-summary="error_rate"]')).to_have_text("33.3%")
             await expect(page.locator("#recent-rows tr")).to_have_count(3)
             assert await page.evaluate("window.notReloaded === true"), "the page was reloaded"
+            # The refresh swaps in the server's rendering; the page never formats /api/overview itself.
+            assert url + "/fragments/dashboard" in fetched
+            assert not [u for u in fetched if "/api/" in u]
             await page.wait_for_timeout(1500)  # let the change highlight fade before the screenshot
             await page.screenshot(path=str(ARTIFACTS / "ops-dashboard.png"), full_page=True)
 
@@ -136,3 +146,53 @@ async def test_sign_in_watch_the_dead_letter_depth_and_replay_one(
     (moved,) = await get_all(amqp, f"{prefix}.record-payment", expect=1)
     assert moved.message_id == "evt-1002"
     assert (moved.headers or {})["x-payrelay-replayed-by"] == "ops:Erin"
+
+
+@pytest.mark.timeout(120)
+async def test_pause_holds_the_figures_and_a_revoked_session_leaves_for_sign_in(
+    prefix: str, amqp: aio_pika.abc.AbstractConnection, tmp_path: Path, chromium: str
+) -> None:
+    """Paused, the dashboard keeps its figures; resumed, it catches up; signed out, it goes to sign-in."""
+    settings = ops_settings(prefix, tmp_path)
+    await declare_once(AMQP_URL, settings.broker.topology())
+    async with (
+        serve(create_app(settings)) as url,
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http,
+        async_playwright() as playwright,
+    ):
+        ops = Harness(url, http, settings, amqp, prefix)
+        await ops.dead_letter("evt-1")
+        browser = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            await sign_in(page, url, "Frank")
+            depth = page.locator('[data-summary="dead_letters"]')
+            await expect(depth).to_have_text("1")
+
+            toggle = page.get_by_role("button", name="Pause live updates")
+            await toggle.click()
+            await expect(toggle).to_have_attribute("aria-pressed", "true")
+            await expect(page.locator("#updated-at")).to_have_text("paused")
+            await page.wait_for_timeout(500)  # a refresh already on its way is dropped
+            await ops.dead_letter("evt-2")
+            await page.wait_for_timeout(4_000)  # two refresh intervals
+            await expect(depth).to_have_text("1")
+            await toggle.click()
+            await expect(toggle).to_have_attribute("aria-pressed", "false")
+            await expect(depth).to_have_text("2", timeout=10_000)
+
+            # Signed out elsewhere (the session is revoked on the server): the next refresh,
+            # redirected like any page, takes the browser to the sign-in form.
+            (cookie,) = await page.context.cookies()
+            csrf = await page.locator('meta[name="csrf-token"]').get_attribute("content")
+            status, _, _ = await ops.request(
+                "POST",
+                "/logout",
+                token=None,
+                headers={"Cookie": f"{cookie['name']}={cookie['value']}", "Origin": url},
+                data={"csrf": csrf or ""},
+            )
+            assert status == 303
+            await expect(page).to_have_url(re.compile(r"/login$"), timeout=10_000)
+        finally:
+            await browser.close()

@@ -87,7 +87,7 @@ def frame(path: str, operator: Operator | None, prefix: str) -> Frame:
 
 
 class Layout:
-    """Renders page templates, which extend `base.html`."""
+    """Renders page templates (which extend `base.html`) and the fragments pages refresh from."""
 
     def __init__(self, templates: Jinja2Templates, prefix: str) -> None:
         self.templates = templates
@@ -99,6 +99,10 @@ class Layout:
         return self.templates.TemplateResponse(
             request, template, context, status_code=status, headers=NO_STORE
         )
+
+    def fragment(self, request: Request, template: str, **context: Any) -> Response:
+        """A partial a page includes, alone: no frame, for a script to swap in."""
+        return self.templates.TemplateResponse(request, template, context, headers=NO_STORE)
 
     def message(
         self, request: Request, status: int, heading: str, text: str, back: str = "/dead-letters"

@@ -1,8 +1,8 @@
 """The ops pages: sign-in, dashboard, event lookup and audit; the route table of every page.
 
 Server-rendered from the Jinja2 templates in `templates/` and usable without JavaScript;
-`static/ops.js` adds the dashboard's live refresh (polling `/api/overview`) and confirmation
-prompts. The dead-letter browser
+`static/ops.js` adds the dashboard's live refresh (fetching `/fragments/dashboard`, the same
+partial the page includes, and swapping it in) and confirmation prompts. The dead-letter browser
 is in `dead_letter_pages.py`, the shared frame in `layout.py`, the view models in `views.py`.
 """
 
@@ -97,6 +97,10 @@ class Pages:
     async def dashboard(self, request: Request) -> Response:
         return self.layout.page(request, "dashboard.html", dashboard=await self._dashboard())
 
+    async def dashboard_fragment(self, request: Request) -> Response:
+        """The dashboard's live part alone, for `static/ops.js` to swap in (a page: same sign-in)."""
+        return self.layout.fragment(request, "_overview.html", dashboard=await self._dashboard())
+
     # -- lookup and audit --------------------------------------------------------------------
 
     async def lookup(self, request: Request) -> Response:
@@ -125,6 +129,7 @@ class Pages:
             Route("/login", self.login_submit, methods=["POST"]),
             Route("/logout", self.logout, methods=["POST"]),
             Route("/", guarded(self.dashboard)),
+            Route("/fragments/dashboard", guarded(self.dashboard_fragment)),
             Route("/dead-letters", guarded(self.dead_letters.index)),
             Route("/dead-letters/action", guarded(self.dead_letters.action), methods=["POST"]),
             Route("/dead-letters/{id:path}", guarded(self.dead_letters.detail)),

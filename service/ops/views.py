@@ -1,9 +1,10 @@
 """View models of the ops pages: plain data with every figure already formatted as it is shown.
 
 Pure functions of what `Ops` returns, and no markup: the templates in `templates/` lay these
-out. `static/ops.js` still repeats the dashboard's formatting for its live refresh from
-`/api/overview`. Here: the formatting every page shares, the dashboard, dead-letter rows, lookup
-and audit; the models only the dead-letter browser's own pages use are in `dead_letter_pages.py`.
+out. The dashboard's live refresh renders the same partial from the same `Dashboard`, so a
+figure is formatted here and nowhere else (not in `static/ops.js`). Here: the formatting every
+page shares, the dashboard, dead-letter rows, lookup and audit; the models only the dead-letter
+browser's own pages use are in `dead_letter_pages.py`.
 """
 
 from __future__ import annotations

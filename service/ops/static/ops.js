@@ -1,5 +1,6 @@
 /* payrelay ops: the dashboard's live refresh and confirmation prompts. Plain JS, no dependencies.
- * Formatting mirrors service/ops/views.py, so the server's first render and the refresh agree. */
+ * The refresh fetches /fragments/dashboard, the server's rendering of the same template partial
+ * the page includes, and swaps it in: every figure is formatted on the server, none here. */
 (function () {
   "use strict";
 
@@ -16,6 +17,8 @@
   if (!root) {
     return;
   }
+  var FRAGMENT = "/fragments/dashboard";
+  var FLASHING = "[data-summary], [data-field], [data-count]";
   var interval = Number(root.getAttribute("data-interval")) || 2000;
   var toggle = document.getElementById("live-toggle");
   var updated = document.getElementById("updated-at");
@@ -23,14 +26,6 @@
   var paused = false;
   var timer = null;
   var busy = false;
-  var lastRecent = null;
-  var FIELDS = ["ready", "unacked", "consumers", "publish_rate", "deliver_rate"];
-  var DASH = "\u2014";
-  var TONE = { recorded: "good", failed: "warn", dead_lettered: "bad", in_progress: "info" };
-
-  function count(v) { return v === null || v === undefined ? DASH : String(v); }
-  function rate(v) { return v === null || v === undefined ? DASH : Number(v).toFixed(1); }
-  function percent(v) { return v === null || v === undefined ? DASH : (v * 100).toFixed(1) + "%"; }
 
   function flash(el) {
     el.removeAttribute("data-changed");
@@ -38,126 +33,66 @@
     el.setAttribute("data-changed", "");
   }
 
-  // Only real changes touch the DOM, so the aria-live summary announces changes, not ticks.
-  function setText(el, text) {
-    if (el && el.textContent !== text) {
-      el.textContent = text;
-      flash(el);
+  function syncAttributes(old, fresh) {
+    Array.prototype.slice.call(old.attributes).forEach(function (a) {
+      if (a.name !== "data-changed" && !fresh.hasAttribute(a.name)) { old.removeAttribute(a.name); }
+    });
+    Array.prototype.slice.call(fresh.attributes).forEach(function (a) {
+      if (old.getAttribute(a.name) !== a.value) { old.setAttribute(a.name, a.value); }
+    });
+  }
+
+  // Make `old` match `fresh`, touching only what differs: the aria-live summary then announces
+  // real changes rather than every tick, and a changed figure flashes.
+  function morph(old, fresh) {
+    if (old.nodeName !== fresh.nodeName || old.childNodes.length !== fresh.childNodes.length) {
+      old.replaceWith(fresh); // say the recent outcomes gained a row
+      if (old === root) { root = fresh; }
+      return;
     }
-  }
-
-  function summary(name) { return root.querySelector('[data-summary="' + name + '"]'); }
-
-  function updateQueues(queues) {
-    var seen = {};
-    queues.forEach(function (q) {
-      seen[q.name] = q;
-    });
-    root.querySelectorAll("[data-queue][data-field]").forEach(function (cell) {
-      var q = seen[cell.getAttribute("data-queue")];
-      var field = cell.getAttribute("data-field");
-      var value = q ? q[field] : null;
-      setText(cell, field.slice(-5) === "_rate" ? rate(value) : count(value));
-    });
-  }
-
-  function updateSummary(data) {
-    var work = data.queues.filter(function (q) { return q.role === "work"; })[0] || {};
-    var counts = data.ledger.counts;
-    var settled = (counts.recorded || 0) + (counts.failed || 0) + (counts.dead_lettered || 0);
-    setText(summary("consumers"), count(data.consumers));
-    setText(summary("health"), data.consumers_healthy ? "Healthy" : "No consumer");
-    setText(summary("dead_letters"), count(data.dead_letters));
-    setText(summary("work_ready"), count(work.ready));
-    setText(summary("work_unacked"), count(work.unacked));
-    setText(summary("error_rate"), percent(data.chargebee_error_rate));
-    setText(summary("settled"), String(settled));
-    document.getElementById("card-health").setAttribute("data-state", data.consumers_healthy ? "good" : "bad");
-    var dead = data.dead_letters === null ? "unknown" : data.dead_letters ? "bad" : "good";
-    document.getElementById("card-dead-letters").setAttribute("data-state", dead);
-    root.querySelectorAll("[data-count]").forEach(function (el) {
-      setText(el, String(counts[el.getAttribute("data-count")] || 0));
-    });
-    brokerAlert.hidden = data.broker === "open";
-  }
-
-  function cell(content, className) {
-    var td = document.createElement("td");
-    if (className) { td.className = className; }
-    if (content instanceof Node) { td.appendChild(content); } else { td.textContent = content; }
-    return td;
-  }
-
-  function lookupLink(value) {
-    if (!value) { return DASH; }
-    var a = document.createElement("a");
-    a.href = "/lookup?q=" + encodeURIComponent(value);
-    a.textContent = value;
-    return a;
-  }
-
-  function when(value) {
-    var t = document.createElement("time");
-    t.setAttribute("datetime", value);
-    t.textContent = value.replace("T", " ").slice(0, 19) + " UTC";
-    return t;
-  }
-
-  function recentRow(e) {
-    var tr = document.createElement("tr");
-    var badge = document.createElement("span");
-    badge.className = "badge " + (TONE[e.state] || "info");
-    badge.textContent = e.state.replace("_", " ");
-    var detail = e.transaction_id || e.reason || e.last_error || "";
-    var detailCell = cell(detail.length > 80 ? detail.slice(0, 79) + "\u2026" : detail, "detail");
-    if (detail) { detailCell.title = detail; }
-    [cell(when(e.updated_at)), cell(lookupLink(e.event_id), "mono"), cell(e.origin),
-      cell(lookupLink(e.invoice_id)), cell(badge), cell(String(e.attempts), "num"), detailCell]
-      .forEach(function (td) { tr.appendChild(td); });
-    return tr;
-  }
-
-  function updateRecent(recent) {
-    var signature = JSON.stringify(recent);
-    if (signature === lastRecent) { return; }
-    lastRecent = signature;
-    var body = document.getElementById("recent-rows");
-    var rows = recent.map(recentRow);
-    if (!rows.length) {
-      var tr = document.createElement("tr");
-      var td = cell("No outcomes yet.", "empty");
-      td.colSpan = 7;
-      tr.appendChild(td);
-      rows = [tr];
+    if (old.nodeType === Node.TEXT_NODE) {
+      if (old.nodeValue !== fresh.nodeValue) {
+        old.nodeValue = fresh.nodeValue;
+        var cell = old.parentElement;
+        if (cell && cell.matches(FLASHING)) { flash(cell); }
+      }
+      return;
     }
-    body.replaceChildren.apply(body, rows);
+    if (old.nodeType !== Node.ELEMENT_NODE) { return; }
+    syncAttributes(old, fresh);
+    var olds = Array.prototype.slice.call(old.childNodes);
+    var freshes = Array.prototype.slice.call(fresh.childNodes);
+    olds.forEach(function (child, i) { morph(child, freshes[i]); });
   }
 
-  function showTime(data) {
-    updated.setAttribute("datetime", data.generated_at);
-    updated.textContent = data.generated_at.slice(11, 19) + " UTC";
+  function showState() {
+    updated.setAttribute("datetime", root.getAttribute("data-generated-at"));
+    updated.textContent = root.getAttribute("data-generated-label");
+    brokerAlert.hidden = root.getAttribute("data-broker") === "open";
   }
 
   function refresh() {
     timer = null;
     busy = true;
-    fetch("/api/overview", { credentials: "same-origin", headers: { Accept: "application/json" } })
+    fetch(FRAGMENT, { credentials: "same-origin", redirect: "manual", headers: { Accept: "text/html" } })
       .then(function (response) {
-        if (response.status === 401) {
+        // Signed out (or the session expired): the server redirects a page to the sign-in form.
+        if (response.type === "opaqueredirect" || response.status === 401) {
           window.location.assign("/login");
           throw new Error("signed out");
         }
         if (!response.ok) { throw new Error("HTTP " + response.status); }
-        return response.json();
+        return response.text();
       })
-      .then(function (data) {
-        updateQueues(data.queues);
-        updateSummary(data);
-        updateRecent(data.recent);
-        showTime(data);
+      .then(function (html) {
+        if (paused) { return; } // paused while this was on its way: the page stays as it was
+        var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("overview");
+        if (!fresh) { throw new Error("no dashboard in the fragment"); }
+        morph(root, fresh);
+        showState();
       })
       .catch(function () {
-        updated.textContent = "failed; retrying";
+        if (!paused) { updated.textContent = "failed; retrying"; }
       })
       .finally(function () {
         busy = false;
