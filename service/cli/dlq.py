@@ -20,9 +20,10 @@ from typing import Any
 import orjson
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.text import Text
 
 from service.broker import BrokerUnavailable
+from service.cli.render import audit_table, letter_detail, letters_table, print_wide, say
 from service.dead_letter_queue import DeadLetterQueue
 from service.dead_letters import (
     EDITABLE,
@@ -36,6 +37,7 @@ from service.dead_letters import (
 )
 from service.events import EVENT_TYPES
 from service.ledger import Ledger
+from service.messages import DEAD_LETTER_REASONS
 from service.settings import Settings
 
 OK, NOT_FOUND, USAGE, REFUSED, FAILED = 0, 1, 2, 3, 4
@@ -72,12 +74,30 @@ def rate(text: str) -> float:
     return parsed
 
 
+def reason(text: str) -> str:
+    """One of the dead-letter reasons (SPEC §6); a typo would otherwise select nothing, silently."""
+    if text not in DEAD_LETTER_REASONS:
+        raise argparse.ArgumentTypeError(
+            f"unknown reason {text!r}; the reasons are: {', '.join(DEAD_LETTER_REASONS)}"
+        )
+    return text
+
+
 def add_selectors(parser: argparse.ArgumentParser, *, ids: bool = True) -> None:
     if ids:
-        parser.add_argument("--id", dest="ids", action="append", default=[], metavar="ID", help="repeatable")
-    parser.add_argument("--reason", help="e.g. unmatched_invoice, retries_exhausted")
+        parser.add_argument(
+            "--id",
+            dest="ids",
+            action="append",
+            default=[],
+            metavar="ID",
+            help="a letter or event id (repeatable)",
+        )
+    parser.add_argument(
+        "--reason", type=reason, metavar="REASON", help=f"one of: {', '.join(DEAD_LETTER_REASONS)}"
+    )
     parser.add_argument("--source", help="the configured source (origin) or the CloudEvent source")
-    parser.add_argument("--type", choices=EVENT_TYPES)
+    parser.add_argument("--type", choices=EVENT_TYPES, help="the event type")
     parser.add_argument("--invoice", help="data.invoice_id")
     parser.add_argument(
         "--older-than", type=duration, metavar="AGE", help="failed more than AGE ago (30m, 2h, 7d)"
@@ -100,13 +120,18 @@ def add_parser(sub: Any) -> None:
 
     listing = actions.add_parser("list", help="dead letters, oldest first")
     add_selectors(listing)
-    listing.add_argument("--limit", type=int, default=1000)
-    listing.add_argument("--json", action="store_true", help="one JSON array, for machines")
+    listing.add_argument("--limit", type=int, default=1000, help="list at most this many")
+    listing.add_argument(
+        "--wide", action="store_true", help="every column, whatever the terminal's width (lines may wrap)"
+    )
+    listing.add_argument(
+        "--json", action="store_true", help="one JSON array, for machines (amount as the event sent it)"
+    )
     listing.set_defaults(dlq=cmd_list)
 
     show = actions.add_parser("show", help="one dead letter, whole: headers, event, Chargebee's error")
-    show.add_argument("id")
-    show.add_argument("--json", action="store_true")
+    show.add_argument("id", help="a letter id, or an event id (then every letter of that event)")
+    show.add_argument("--json", action="store_true", help="the same as JSON, for machines")
     show.set_defaults(dlq=cmd_show)
 
     for name, helptext in (
@@ -119,7 +144,9 @@ def add_parser(sub: Any) -> None:
         action.add_argument("--dry-run", action="store_true", help="show what would happen; change nothing")
         action.add_argument("--yes", action="store_true", help="do not ask for confirmation")
         action.add_argument("--actor", default=None, help="who to record in the audit (default: user@host)")
-        action.add_argument("--json", action="store_true")
+        action.add_argument(
+            "--json", action="store_true", help='{"matched", "moved", "dry_run", "ids"}, for machines'
+        )
         if name == "replay":
             action.add_argument(
                 "--set",
@@ -130,12 +157,14 @@ def add_parser(sub: Any) -> None:
                 metavar="FIELD=VALUE",
                 help=f"correct a field before replaying ({', '.join(EDITABLE)})",
             )
-            action.add_argument("--rate", type=rate, default=None, metavar="N/s", help="throttle the replay")
+            action.add_argument(
+                "--rate", type=rate, metavar="N/s", help="throttle the replay (default: as fast as it goes)"
+            )
         action.set_defaults(dlq=cmd_replay if name == "replay" else cmd_purge)
 
     audit = actions.add_parser("audit", help="every replay, edit and purge: who, when, what, how many")
-    audit.add_argument("--limit", type=int, default=100)
-    audit.add_argument("--json", action="store_true")
+    audit.add_argument("--limit", type=int, default=100, help="the latest this many records")
+    audit.add_argument("--json", action="store_true", help="one JSON array, for machines")
     audit.set_defaults(dlq=cmd_audit)
 
 
@@ -182,16 +211,12 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         return FAILED
 
 
-_COLUMNS = ("id", "reason", "attempts", "failed_at", "origin", "invoice_id", "amount", "currency", "error")
-
-
-def _table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(show_lines=False)
-    for column in _COLUMNS:
-        table.add_column(column, overflow="fold", max_width=48 if column == "error" else None)
-    for row in rows:
-        table.add_row(*("" if row.get(c) is None else str(row[c]) for c in _COLUMNS))
-    return table
+def _print_table(ctx: Context, rows: list[dict[str, Any]], wide: bool = False) -> None:
+    table = letters_table(rows, ctx.out.width, wide=wide)
+    if wide:  # every column at its width: the terminal wraps the lines, nothing is cut
+        print_wide(ctx.out, table)
+    else:
+        ctx.out.print(table)
 
 
 async def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
@@ -201,24 +226,24 @@ async def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
     if args.json:
         sys.stdout.write(orjson.dumps(rows).decode() + "\n")
     elif rows:
-        ctx.out.print(_table(rows))
-        ctx.out.print(f"{len(rows)} dead letter(s)")
+        _print_table(ctx, rows, args.wide)
+        say(ctx.out, f"{len(rows)} dead letter(s); amounts in major units")
     else:
-        ctx.out.print("no dead letters match")
+        say(ctx.out, "no dead letters match")
     return OK
 
 
 async def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
     letters = await ctx.queue.list(Filter(ids=(args.id,)), limit=None)
     if not letters:
-        ctx.err.print(f"no dead letter with id {args.id}")
+        say(ctx.err, f"no dead letter with id {args.id}")
         return NOT_FOUND
     details = [letter.detail() for letter in letters]
     if args.json:
         sys.stdout.write(orjson.dumps(details if len(details) > 1 else details[0]).decode() + "\n")
     else:
         for detail in details:
-            ctx.out.print_json(orjson.dumps(detail).decode())
+            ctx.out.print(letter_detail(detail))
     return OK
 
 
@@ -234,12 +259,16 @@ def _confirm(ctx: Context, verb: str, outcome: Outcome, yes: bool) -> bool:
     if yes:
         return True
     if not sys.stdin.isatty():
-        ctx.err.print(
-            f"refusing to {verb} {len(outcome.matched)} dead letter(s) without --yes (no terminal to ask)"
-        )
+        count = len(outcome.matched)
+        say(ctx.err, f"refusing to {verb} {count} dead letter(s) without --yes (no terminal to ask)")
         return False
-    answer = ctx.err.input(f"{verb.capitalize()} {len(outcome.matched)} dead letter(s)? [y/N] ")
+    answer = ctx.err.input(Text(f"{verb.capitalize()} {len(outcome.matched)} dead letter(s)? [y/N] "))
     return answer.strip().lower() in ("y", "yes")
+
+
+def summary(outcome: Outcome) -> str:
+    """`1 of 1 matched (2 looked at)`'s tail: how many matched the selection, of how many looked at."""
+    return f"{len(outcome.matched)} matched dead letter(s) ({outcome.scanned} looked at)"
 
 
 def _report(ctx: Context, args: argparse.Namespace, verb: str, outcome: Outcome) -> None:
@@ -248,16 +277,16 @@ def _report(ctx: Context, args: argparse.Namespace, verb: str, outcome: Outcome)
         return
     if outcome.dry_run:
         if outcome.matched:
-            ctx.out.print(_table([letter.summary() for letter in outcome.matched]))
-        ctx.out.print(f"dry run: would {verb} {len(outcome.matched)} of {outcome.scanned} dead letter(s)")
+            _print_table(ctx, [letter.summary() for letter in outcome.matched])
+        say(ctx.out, f"dry run: would {verb} {summary(outcome)}")
     else:
-        ctx.out.print(f"{PAST[verb]} {outcome.moved} of {outcome.scanned} dead letter(s)")
+        say(ctx.out, f"{PAST[verb]} {outcome.moved} of {summary(outcome)}")
 
 
 async def _guarded(args: argparse.Namespace, ctx: Context, verb: str, act: Callable[..., Any]) -> int:
     chosen = selector(args)
     if chosen.empty and not chosen.everything:
-        ctx.err.print(f"say which dead letters to {verb}: --id, a filter (--reason, --source, ...) or --all")
+        say(ctx.err, f"say which dead letters to {verb}: --id, a filter (--reason, --source, ...) or --all")
         return REFUSED
     try:
         preview: Outcome = await act(chosen, dry_run=True, progress=None)
@@ -269,7 +298,7 @@ async def _guarded(args: argparse.Namespace, ctx: Context, verb: str, act: Calla
         with _progress(ctx, len(preview.matched)) as progress:
             outcome: Outcome = await act(chosen, dry_run=False, progress=progress)
     except EditError as exc:
-        ctx.err.print(f"nothing {PAST[verb]}: {exc}")
+        say(ctx.err, f"nothing {PAST[verb]}: {exc}")
         return USAGE
     _report(ctx, args, verb, outcome)
     return OK
@@ -322,10 +351,5 @@ async def cmd_audit(args: argparse.Namespace, ctx: Context) -> int:
     if args.json:
         sys.stdout.write(orjson.dumps(rows).decode() + "\n")
         return OK
-    table = Table()
-    for column in ("at", "actor", "action", "selector", "count"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(row["at"], row["actor"], row["action"], row["selector"], str(row["count"]))
-    ctx.out.print(table if rows else "the audit is empty")
+    ctx.out.print(audit_table(rows) if rows else Text("the audit is empty"))
     return OK
