@@ -14,7 +14,7 @@ import orjson
 
 from service.events import BATCH
 from service.settings import ConfigError, Settings
-from service.signatures import sign
+from service.signatures import decode_secret, sign
 
 
 def example_event(
@@ -72,8 +72,12 @@ async def post_signed(
 
 
 def secret_for(settings: Settings, source: str, given: str | None = None) -> str:
-    """`given`, else the source's first configured secret; ConfigError if there is neither."""
+    """`given`, else the source's first configured secret; ConfigError if neither is a usable secret."""
     if given:
+        try:
+            decode_secret(given)
+        except ValueError as exc:  # the message says what is wrong, never the secret
+            raise ConfigError(f"--secret cannot sign ({exc}): give the source's whsec_... secret") from None
         return given
     configured = settings.sources.get(source)
     if configured is None:

@@ -1,24 +1,64 @@
 """`payrelay`: the composition root, where settings are loaded and every role is started.
 
 The one package where `service` and `consumers` meet (the layering test knows). Each command is a
-thin shell over an importable async function and returns an exit code.
+thin shell over an importable async function and returns an exit code. Ordinary mistakes (a
+receiver that is down, a bad secret, a missing file, a port in use) are turned into one line
+and an exit code in one place, `explain`; `--debug` shows the traceback as well.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
+import os
+import socket
 import sys
+import traceback
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
+from service.cli.help import DESCRIPTION, EPILOG, Parser
 from service.settings import ConfigError, Settings, load_settings
 
 log = logging.getLogger("payrelay.cli")
 
 Command = Callable[[argparse.Namespace, Settings], int]
 T = TypeVar("T")
+
+# Exit codes, the same for every command (dlq's are these too).
+OK, FAILED, USAGE, REFUSED, UNAVAILABLE, INTERRUPTED = 0, 1, 2, 3, 4, 130
+
+
+class UsageError(Exception):
+    """The command line asks for something that cannot be done; the message says what to give."""
+
+
+class PortInUse(OSError):
+    """A server's port is already taken (another `payrelay dev`, say)."""
+
+    def __init__(self, host: str, port: int, what: str) -> None:
+        super().__init__(errno.EADDRINUSE, f"{host}:{port} ({what}) is already in use")
+        self.host, self.port, self.what = host, port, what
+
+
+def ensure_free(host: str, ports: dict[str, int]) -> None:
+    """Raise PortInUse for the first of `ports` (name: port) that a server already listens on.
+
+    Checked before anything starts, so that a second `payrelay dev` says so in one line instead of
+    starting half of itself. SO_REUSEADDR as uvicorn binds: a port in TIME_WAIT is free.
+    """
+    for what, port in ports.items():
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise PortInUse(host, port, what) from None
+                raise
 
 
 def run_async(main: Coroutine[Any, Any, T]) -> T:
@@ -44,6 +84,7 @@ def configure_logging(level: str = "INFO") -> None:
 def _serve(app: object, host: str, port: int) -> int:
     import uvicorn
 
+    ensure_free(host, {"its port": port})
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")  # type: ignore[arg-type]
     return 0
 
@@ -112,6 +153,10 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.file:
         payloads = [read_payload(args.file)]
+    elif args.amount is None:
+        raise UsageError(
+            "say how much: --amount 25.00 (in major units, with --currency), or give a FILE of events"
+        )
     else:
         single_id = args.id if args.count == 1 else None
         payloads = [
@@ -156,9 +201,11 @@ def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
     from service.cli.dev import run_dev
 
-    return run_async(run_dev(args.host, args.port, args.ledger))
+    return run_async(run_dev(args.host, args.port, str(Path(args.ledger).resolve())))
 
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
@@ -176,20 +223,23 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="payrelay", description=__doc__.splitlines()[0] if __doc__ else None
+    parser = Parser(prog="payrelay", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log lines shown"
     )
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--debug", action="store_true", help="on an error, show its traceback as well as the one line"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     receiver = sub.add_parser("receiver", help="the signed CloudEvents receiver (HTTP)")
-    receiver.add_argument("--host", default="127.0.0.1")
-    receiver.add_argument("--port", type=int, default=8080)
+    receiver.add_argument("--host", default="127.0.0.1", help="the address to listen on")
+    receiver.add_argument("--port", type=int, default=8080, help="the port to listen on")
     receiver.set_defaults(run=cmd_receiver)
 
     ops = sub.add_parser("ops", help="the ops web app: dashboard, dead-letter browser, JSON API")
-    ops.add_argument("--host", default="127.0.0.1")
-    ops.add_argument("--port", type=int, default=8081)
+    ops.add_argument("--host", default="127.0.0.1", help="the address to listen on")
+    ops.add_argument("--port", type=int, default=8081, help="the port to listen on")
     ops.set_defaults(run=cmd_ops)
 
     topology = sub.add_parser("topology", help="RabbitMQ topology")
@@ -205,17 +255,23 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox = sub.add_parser(
         "sandbox", help="a local Chargebee stand-in (invoices, errors, idempotency, faults)"
     )
-    sandbox.add_argument("--host", default="127.0.0.1")
-    sandbox.add_argument("--port", type=int, default=8090)
-    sandbox.add_argument("--api-key", default="test_sandbox_key")
-    sandbox.add_argument("--latency-ms", type=float, default=0.0)
+    sandbox.add_argument("--host", default="127.0.0.1", help="the address to listen on")
+    sandbox.add_argument("--port", type=int, default=8090, help="the port to listen on")
+    sandbox.add_argument("--api-key", default="test_sandbox_key", help="the API key it accepts")
+    sandbox.add_argument("--latency-ms", type=float, default=0.0, help="added to every answer")
     sandbox.add_argument("--rate-limit", type=int, default=0, help="requests per minute, 0 = unlimited")
     sandbox.set_defaults(run=cmd_sandbox)
 
     dev = sub.add_parser("dev", help="everything at once against the sandbox and SQLite")
-    dev.add_argument("--host", default="127.0.0.1")
-    dev.add_argument("--port", type=int, default=8080, help="the receiver's port; the others follow it")
-    dev.add_argument("--ledger", default="payrelay-dev.db", help="the SQLite ledger file")
+    dev.add_argument("--host", default="127.0.0.1", help="the address everything listens on")
+    dev.add_argument(
+        "--port", type=int, default=8080, help="the receiver's port; ops +1, sandbox +10, consumer +1022"
+    )
+    dev.add_argument(
+        "--ledger",
+        default="payrelay-dev.db",
+        help="the SQLite ledger file; payrelay-dev.toml, for the CLI, is written beside it",
+    )
     dev.set_defaults(run=cmd_dev)
 
     check = sub.add_parser(
@@ -233,9 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--url", default="http://127.0.0.1:8080", help="the receiver's base URL")
     send.add_argument("--source", default="acme-bank", help="the configured source to post as")
     send.add_argument("--secret", help="whsec_ secret (default: the source's first configured secret)")
-    send.add_argument("--type", default="bank.deposit", choices=["bank.deposit", "check.scan"])
-    send.add_argument("--amount", default="100.00")
-    send.add_argument("--currency", default="USD")
+    send.add_argument(
+        "--type", default="bank.deposit", choices=["bank.deposit", "check.scan"], help="the event type"
+    )
+    send.add_argument("--amount", help="in major units, e.g. 25.00; required unless a FILE is given")
+    send.add_argument("--currency", default="USD", help="ISO 4217 code")
     send.add_argument("--invoice", help="data.invoice_id")
     send.add_argument("--remittance", help="data.remittance_information (e.g. 'Payment for INV-1001')")
     send.add_argument("--reference", help="bank_reference / check_number (default: random)")
@@ -247,22 +305,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def explain(exc: BaseException, args: argparse.Namespace) -> tuple[str, int] | None:
+    """The line and exit code for an ordinary mistake; None for anything else (then: the traceback)."""
+    import aiohttp
+    import orjson
+
+    if isinstance(exc, ConfigError | UsageError):
+        return str(exc), USAGE
+    if isinstance(exc, PortInUse):
+        hint = "is another `payrelay dev` running? Stop it, or give --port"
+        return f"{exc.strerror}: {hint}", UNAVAILABLE
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        why = os.strerror(exc.errno) if exc.errno else str(exc.os_error)
+        where = f"{exc.host}:{exc.port} ({why})"
+        if args.command != "send":
+            return f"cannot reach {where}", UNAVAILABLE
+        fix = "start it (`payrelay dev`, or `payrelay receiver`) or give --url"
+        return f"cannot reach the receiver at {where}: {fix}", UNAVAILABLE
+    if isinstance(exc, aiohttp.ClientError):
+        return f"the request failed: {type(exc).__name__}: {exc}", UNAVAILABLE
+    if isinstance(exc, orjson.JSONDecodeError):
+        name = "standard input" if getattr(args, "file", None) == "-" else getattr(args, "file", None)
+        expected = "one event (an object) or a batch (an array)"
+        return f"{name or 'the input'} is not JSON ({exc}): give a file with {expected}", USAGE
+    if isinstance(exc, OSError) and exc.filename is not None:
+        fix = ": check the path (- reads standard input)" if isinstance(exc, FileNotFoundError) else ""
+        return f"{exc.filename}: {exc.strerror}{fix}", USAGE
+    if isinstance(exc, ConnectionError):
+        return f"cannot connect: {exc}: is it running? `payrelay check` tries each dependency", UNAVAILABLE
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(f"payrelay: {exc}", file=sys.stderr)
-        return 2
     run: Command = args.run
     try:
-        return run(args, settings)
-    except ConfigError as exc:
-        print(f"payrelay: {exc}", file=sys.stderr)
-        return 2
+        return run(args, load_settings())
     except KeyboardInterrupt:
-        return 130
+        return INTERRUPTED
+    except Exception as exc:
+        explained = explain(exc, args)
+        if explained is None:
+            raise
+        if args.debug:
+            traceback.print_exception(exc)
+        message, code = explained
+        print(f"payrelay: {message}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":
