@@ -2,7 +2,9 @@
 
 For a newcomer's first five minutes: the local RabbitMQ, a SQLite ledger, the sandbox's demo
 invoices, one source (`acme-bank`) with a development-only secret, and a ready-to-paste
-`payrelay send` command.
+`payrelay send` command. Beside the ledger it writes `payrelay-dev.toml` (the ledger, the broker
+and the prefix), which the CLI reads when it runs in that directory without PAYRELAY_CONFIG, so
+`payrelay dlq` sees the dev ledger; the banner also prints the same as `export` lines.
 """
 
 from __future__ import annotations
@@ -10,14 +12,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shlex
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+from pydantic import ValidationError
 
 from consumers.app import run as run_consumer
 from service.chargebee_sandbox import SandboxConfig
 from service.chargebee_sandbox import create_app as create_sandbox
+from service.cli import ensure_free
 from service.ops.app import create_app as create_ops
 from service.receiver import create_app as create_receiver
 from service.serving import serve_until, stop_on_signals
-from service.settings import Settings, SourceSettings, load_settings
+from service.settings import (
+    DEFAULT_INVOICE_PATTERN,
+    ConfigError,
+    Settings,
+    SourceSettings,
+    describe,
+    load_settings,
+)
+from service.settings.model import DEV_CONFIG
 
 log = logging.getLogger("payrelay.dev")
 
@@ -28,19 +47,59 @@ SANDBOX_KEY = "test_sandbox_key"
 
 
 def dev_settings(host: str, sandbox_port: int, ledger: str) -> Settings:
-    return load_settings(
-        chargebee_base_url=f"http://{host}:{sandbox_port}",
-        chargebee_api_key=SANDBOX_KEY,
-        ledger_url=f"sqlite:///{ledger}",
-        admin_token=DEV_ADMIN_TOKEN,
+    values: dict[str, Any] = {
+        "chargebee_base_url": f"http://{host}:{sandbox_port}",
+        "chargebee_api_key": SANDBOX_KEY,
+        "ledger_url": f"sqlite:///{ledger}",
+        "admin_token": DEV_ADMIN_TOKEN,
         # The dashboard's unacked counts and rates; it falls back to AMQP counts if this is off.
-        amqp_management_url=os.environ.get("PAYRELAY_AMQP_MANAGEMENT_URL", "http://127.0.0.1:15672"),
-        sources={"acme-bank": SourceSettings(secrets=[DEV_SECRET], invoice_pattern=r"\bINV-\d+\b")},
-    )
+        "amqp_management_url": os.environ.get("PAYRELAY_AMQP_MANAGEMENT_URL", "http://127.0.0.1:15672"),
+        "sources": {
+            "acme-bank": SourceSettings(secrets=[DEV_SECRET], invoice_pattern=DEFAULT_INVOICE_PATTERN)
+        },
+    }
+    if "PAYRELAY_CONFIG" in os.environ:
+        return load_settings(**values)
+    try:  # not DEV_CONFIG, which this command writes: its values come from the flags and the environment
+        return Settings(**values)
+    except ValidationError as exc:
+        raise ConfigError(describe(exc)) from None
 
 
-def banner(host: str, ports: dict[str, int], ledger: str) -> str:
+def shared(settings: Settings) -> dict[str, str]:
+    """What the CLI needs to work with this dev setup, by flat name; the broker's URL unless it has a
+    real password (RabbitMQ's local guest account is no secret; anything else is not written out)."""
+    values = {"ledger_url": settings.ledger.url, "amqp_prefix": settings.broker.prefix}
+    url = settings.broker.url.get_secret_value()
+    if urlsplit(url).password in (None, "guest"):
+        values["amqp_url"] = url
+    return values
+
+
+def write_config(path: Path, values: dict[str, str]) -> None:
+    """`payrelay-dev.toml`: `values` as TOML (a JSON string is a TOML basic string), replaced at once."""
+    lines = [
+        f"# Written by `payrelay dev` at {datetime.now(UTC):%Y-%m-%d %H:%M:%S}Z. payrelay reads this file",
+        "# when it runs in this directory and PAYRELAY_CONFIG is not set; PAYRELAY_* variables still",
+        "# override it. It is rewritten by the next `payrelay dev`; delete it when you are done.",
+        *(f"{name} = {orjson.dumps(value).decode()}" for name, value in values.items()),
+    ]
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text("\n".join(lines) + "\n")
+    partial.replace(path)
+
+
+def exports(values: dict[str, str]) -> str:
+    lines = [f"  export PAYRELAY_{name.upper()}={shlex.quote(value)}" for name, value in values.items()]
+    if "amqp_url" not in values:
+        lines.append("  export PAYRELAY_AMQP_URL=...   # the broker's URL, as this terminal has it")
+    return "\n".join(lines)
+
+
+def banner(host: str, ports: dict[str, int], ledger: str, config: Path, values: dict[str, str]) -> str:
     base = f"http://{host}"
+    here = Path.cwd().resolve() == config.parent.resolve()
+    where = "this directory" if here else f"{config.parent}"
     return f"""
 payrelay dev is running (Ctrl-C stops everything)
 
@@ -62,13 +121,33 @@ or let payrelay find the invoice in the remittance text:
       --secret {DEV_SECRET} --remittance "Payment for INV-1002, thanks" --amount 125.50
 
 See what Chargebee received:  curl -s {base}:{ports["sandbox"]}/sandbox/requests
+
+The CLI (`payrelay dlq list`, `dlq audit`, ...) uses this dev ledger and broker when it runs in
+{where}: {config} says which (PAYRELAY_CONFIG, when set, wins). Anywhere else:
+
+{exports(values)}
 """
 
 
+def announce(host: str, ports: dict[str, int], ledger: str, settings: Settings) -> None:
+    """Everything is up: write `payrelay-dev.toml` for the CLI, and print the banner."""
+    config = Path(ledger).parent / DEV_CONFIG.name
+    values = shared(settings)
+    try:
+        write_config(config, values)
+    except OSError as exc:  # the banner's export lines still say it all
+        log.warning("could not write %s: %s", config, exc.strerror)
+    print(banner(host, ports, ledger, config, values), flush=True)
+
+
 async def run_dev(host: str, port: int, ledger: str) -> int:
-    """Everything on `host`: the receiver on `port`, ops on port+1, sandbox +10, consumer +1022."""
+    """Everything on `host`: the receiver on `port`, ops on port+1, sandbox +10, consumer +1022.
+
+    `ledger` is the SQLite file's absolute path; `payrelay-dev.toml` is written beside it.
+    """
     ports = {"receiver": port, "ops": port + 1, "sandbox": port + 10, "consumer": port + 1022}
     settings = dev_settings(host, ports["sandbox"], ledger)
+    ensure_free(host, {f"the {name}'s port": number for name, number in ports.items()})
     stop = asyncio.Event()
     stop_on_signals(stop)
     tasks = [
@@ -82,7 +161,7 @@ async def run_dev(host: str, port: int, ledger: str) -> int:
     tasks.append(asyncio.create_task(serve_until(ops, host, ports["ops"], stop)))
     await asyncio.sleep(1.0)
     if not any(t.done() for t in tasks):
-        print(banner(host, ports, ledger), flush=True)
+        announce(host, ports, ledger, settings)
     done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)

@@ -156,12 +156,20 @@ def describe(error: ValidationError) -> str:
     return "invalid configuration:\n" + "\n".join(lines)
 
 
+# Written by `payrelay dev` beside its ledger; read from the working directory when PAYRELAY_CONFIG
+# is not set at all (set it empty to read no file).
+DEV_CONFIG = Path("payrelay-dev.toml")
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Build the settings from `PAYRELAY_CONFIG` (if set), the environment and `overrides`.
+    """Build the settings from `PAYRELAY_CONFIG` (else `./payrelay-dev.toml` if there is one), the
+    environment and `overrides`.
 
     Raises `ConfigError` with a readable message naming each bad key.
     """
     path = os.environ.get("PAYRELAY_CONFIG")
+    if path is None and DEV_CONFIG.is_file():
+        path = str(DEV_CONFIG)
     toml = _read_toml(Path(path)) if path else {}
     # A subclass carries the file's data to settings_customise_sources without a global.
     loaded = type("Settings", (Settings,), {"toml_data": toml})
