@@ -12,6 +12,7 @@ from collections import OrderedDict
 from consumers.chargebee import ChargebeeClient, Invoice, OnPermit
 from consumers.errors import CurrencyMismatch, InvoiceNotFound, InvoiceNotPayable, Overpayment
 from consumers.mapping import Share
+from service.money import to_major_string
 
 # Where Chargebee lets record_payment in: v1 "for 'payment_due' or 'not_paid' invoices" (OAS-v1);
 # v2 "The invoice status must be payment_due, posted, or not_paid" (OAS-v2).
@@ -33,8 +34,9 @@ def check_payable(
     if invoice.status not in PAYABLE[api_version]:
         raise InvoiceNotPayable(f"invoice {invoice.id} is {invoice.status}; nothing was recorded")
     if overpayment == "review" and amount > invoice.amount_due:
+        paid, due = (to_major_string(n, currency) for n in (amount, invoice.amount_due))
         raise Overpayment(
-            f"{amount} is more than invoice {invoice.id}'s amount due {invoice.amount_due} "
+            f"{paid} {currency} is more than invoice {invoice.id}'s amount due {due} {currency} "
             '(overpayment = "review"); nothing was recorded'
         )
 

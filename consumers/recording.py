@@ -38,6 +38,7 @@ from service import tracing
 from service.events import Event
 from service.ledger import WHOLE, EventKey, History, Ledger, Recorded
 from service.metrics import Metrics
+from service.money import to_major_string
 from service.settings import LEASE_MARGIN_SECONDS, Settings
 
 log = logging.getLogger("payrelay.consumer")
@@ -199,11 +200,13 @@ class Recorder:
             event.id,
             key[0],
             part.invoice_id,
-            part.amount,
+            to_major_string(part.amount, payment.currency),
             payment.currency,
             result.transaction_id,
             result.invoice_status,
-            f", {result.excess} to excess payments" if result.excess else "",
+            f", {to_major_string(result.excess, payment.currency)} {payment.currency} to excess payments"
+            if result.excess
+            else "",
             tracing.log_suffix(traceparent),
         )
         return stored, 1
