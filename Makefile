@@ -21,7 +21,13 @@ install: $(VENV)/.runtime
 services:
 	bash .ci/services
 
+# Starts RabbitMQ if it is stopped, and enables its management plugin if it is off: a lasting
+# change to the machine's RabbitMQ (the plugin stays on, and listens on port 15672 on all
+# interfaces; `rabbitmq-plugins disable rabbitmq_management` undoes it).
 dev: $(VENV)/.runtime
+	@echo "make dev: starts RabbitMQ if it is stopped and enables its management plugin if it is off;"
+	@echo "  that lasts (the plugin stays on, listening on :15672 on all interfaces);"
+	@echo "  'rabbitmq-plugins disable rabbitmq_management' undoes it"
 	PAYRELAY_SKIP_BROWSER=1 PAYRELAY_SKIP_POSTGRES=1 bash .ci/services
 	$(BIN)/payrelay dev
 
