@@ -99,7 +99,7 @@ def exports(values: dict[str, str]) -> str:
 def banner(host: str, ports: dict[str, int], ledger: str, config: Path, values: dict[str, str]) -> str:
     base = f"http://{host}"
     here = Path.cwd().resolve() == config.parent.resolve()
-    where = "this directory" if here else f"{config.parent}"
+    where = "in this directory" if here else f"in {config.parent}"
     return f"""
 payrelay dev is running (Ctrl-C stops everything)
 
@@ -122,8 +122,9 @@ or let payrelay find the invoice in the remittance text:
 
 See what Chargebee received:  curl -s {base}:{ports["sandbox"]}/sandbox/requests
 
-The CLI (`payrelay dlq list`, `dlq audit`, ...) uses this dev ledger and broker when it runs in
-{where}: {config} says which (PAYRELAY_CONFIG, when set, wins). Anywhere else:
+The CLI run {where} (`.venv/bin/payrelay dlq list`, `dlq audit`...) uses this
+dev ledger and broker: {config.name} there says which, unless PAYRELAY_CONFIG is set.
+Anywhere else, paste:
 
 {exports(values)}
 """
