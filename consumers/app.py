@@ -1,5 +1,8 @@
 """The consumer process: two broker connections, one HTTP session, one ledger, one health server.
 
+Beside the worker it runs the outbox drainer, the ledger's cleanup and the dead-letter keeper
+(which moves dead letters from their queue into the ledger database, SPEC §6).
+
 `run(settings, stop)` owns every resource for the process's life and releases them in order on
 `stop`: stop consuming, finish or return in-flight messages, close the brokers, then the rest.
 The process ends early, with `TopologyMismatch`, if the broker refuses the configured topology.
@@ -28,6 +31,7 @@ from consumers.rate_limit import RateLimiter
 from consumers.record_payment import RecordPaymentWorker
 from consumers.recording import Recorder
 from service.broker import Broker, BrokerUnavailable
+from service.dead_letter_queue import Keeper
 from service.ledger import Ledger
 from service.metrics import Metrics, create_metrics
 from service.queue_stats import queue_stats
@@ -121,9 +125,11 @@ async def running_worker(
         owner=f"{socket.gethostname()}:{os.getpid()}:{id(broker):x}",
     )
     intake.on_connect = worker.on_connect
+    keeper = Keeper(intake, settings.broker.topology(), ledger, metrics)
     background = [
         asyncio.create_task(_cleanup_forever(ledger, settings.ledger.retention_days)),
         asyncio.create_task(outbox.drain_forever()),
+        asyncio.create_task(keeper.keep_forever()),
     ]
     try:
         await broker.start(wait=5.0)

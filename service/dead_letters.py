@@ -1,9 +1,11 @@
 """Dead letters for operators, the pure half: decode, select, edit, stamp a replay. No I/O.
 
-`payrelay dlq` and the ops app share it; `service.dead_letter_queue` does the queue work with it.
+`payrelay dlq` and the ops app share it; the keeper (`service.dead_letter_queue`) stores letters
+in the ledger (`service.ledger.letters`), and `service.dead_letter_store` acts on them.
 A dead letter is decoded once into a `Letter`; a `Filter` says which letters an operation
 touches (one field list, `SELECTORS`, for the CLI's flags, the API's query and body, and the
-pages' form); edits are checked for every selected letter before anything moves.
+pages' form; the ledger turns it into SQL); edits are checked for every selected letter before
+anything moves.
 """
 
 from __future__ import annotations
@@ -91,9 +93,16 @@ def parse_age(value: str | None) -> timedelta | None:
 
 @dataclass(frozen=True, slots=True)
 class Letter:
-    """One dead-lettered message, decoded for people and filters."""
+    """One dead-lettered message, decoded for people and filters.
+
+    `id` is the letter's own id (`dl-17`), given when the keeper stores it ("" before); the event
+    id is the message's, shared by every letter of one event.
+    """
 
     id: str
+    event_id: str
+    state: str  # dead (waiting for an operator), replayed, purged
+    stored_at: str | None
     reason: str
     error: str
     attempts: int
@@ -113,6 +122,8 @@ class Letter:
         """The fields of `dlq list --json` (SPEC §6)."""
         return {
             "id": self.id,
+            "event_id": self.event_id,
+            "state": self.state,
             "reason": self.reason,
             "error": self.error,
             "attempts": self.attempts,
@@ -130,22 +141,24 @@ class Letter:
         """Everything, for `dlq show` and the ops detail view."""
         return {
             **self.summary(),
+            "stored_at": self.stored_at,
             "chargebee_error": self.chargebee_error,
-            "headers": {k: _jsonable(v) for k, v in self.headers.items()},
+            "headers": jsonable(self.headers),
             "event": self.event,
             "body": None if self.event is not None else self.body,
         }
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """AMQP header values as JSON: bytes as text, timestamps as ISO 8601, tables and arrays inside."""
     if isinstance(value, bytes):
         return value.decode(errors="replace")
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return value
 
 
@@ -172,7 +185,10 @@ def decode(message_id: str | None, headers: dict[str, Any], body: bytes) -> Lett
             chargebee = orjson.loads(raw_error)
     ours = text(headers, messages.REASON) is not None
     return Letter(
-        id=message_id or (str(event.get("id")) if event else ""),
+        id="",
+        event_id=message_id or (str(event.get("id")) if event else ""),
+        state="dead",
+        stored_at=None,
         reason=reason_of(headers),
         error=text(headers, messages.ERROR) or ("" if ours else "dead-lettered by RabbitMQ"),
         attempts=count(headers, messages.ATTEMPTS) or count(headers, "x-delivery-count"),
@@ -224,35 +240,6 @@ class Filter:
     def empty(self) -> bool:
         return not (self.ids or any(getattr(self, name) for name in SELECTORS))
 
-    def matches(self, letter: Letter, now: datetime) -> bool:
-        if self.empty:
-            return self.everything
-        if self.ids and letter.id not in self.ids:
-            return False
-        if self.reason and letter.reason != self.reason:
-            return False
-        if self.source and self.source not in (letter.origin, letter.source):
-            return False
-        if self.type and letter.type != self.type:
-            return False
-        if self.invoice and letter.invoice_id != self.invoice:
-            return False
-        return self._age_matches(letter, now)
-
-    def _age_matches(self, letter: Letter, now: datetime) -> bool:
-        if self.older_than is None and self.newer_than is None:
-            return True
-        try:
-            failed = datetime.fromisoformat((letter.failed_at or "").replace("Z", "+00:00"))
-        except ValueError:
-            return False
-        if failed.tzinfo is None:
-            return False  # not a time payrelay wrote; an age cannot be told
-        age = now - failed
-        if self.older_than is not None and age < self.older_than:
-            return False
-        return not (self.newer_than is not None and age > self.newer_than)
-
     def describe(self) -> str:
         """The selection in one line, for the audit: `reason=unmatched_invoice older_than=2:00:00`."""
         if self.empty:
@@ -298,12 +285,13 @@ def apply_edits(event: dict[str, Any], edits: dict[str, str]) -> dict[str, Any]:
 
 def check_edits(letter: Letter, edits: dict[str, str]) -> None:
     """Raise EditError, naming the dead letter, if `edits` cannot be applied to it."""
+    name = letter.id or letter.event_id
     if letter.event is None:
-        raise EditError(f"{letter.id}: the body is not a JSON event; it cannot be edited")
+        raise EditError(f"{name}: the body is not a JSON event; it cannot be edited")
     try:
         apply_edits(letter.event, edits)
     except EditError as exc:
-        raise EditError(f"{letter.id}: {exc}") from None
+        raise EditError(f"{name}: {exc}") from None
 
 
 def replay_headers(
@@ -328,8 +316,10 @@ class Outcome:
 
     matched: list[Letter] = field(default_factory=list)
     moved: int = 0
-    scanned: int = 0
+    scanned: int = 0  # dead letters waiting when the selection was made
     dry_run: bool = False
+    # Letter ids previewed that another operator replayed or purged before this one acted.
+    skipped: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON of `dlq replay|purge --json` and of the API's replay and purge."""
@@ -338,4 +328,6 @@ class Outcome:
             "moved": self.moved,
             "dry_run": self.dry_run,
             "ids": [letter.id for letter in self.matched],
+            "event_ids": [letter.event_id for letter in self.matched],
+            "skipped": self.skipped,
         }

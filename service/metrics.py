@@ -27,6 +27,7 @@ class Metrics:
     chargebee_duration: Histogram
     retries: Counter
     dead_letters: Counter
+    dead_letters_waiting: Gauge
     replays: Counter
     queue_messages: Gauge
     queue_consumers: Gauge
@@ -85,6 +86,11 @@ def create_metrics() -> Metrics:
         retries=Counter("payrelay_retries", "Delayed retries scheduled, by tier", ["tier"], registry=r),
         dead_letters=Counter(
             "payrelay_dead_letters", "Messages dead-lettered, by reason", ["reason"], registry=r
+        ),
+        dead_letters_waiting=Gauge(
+            "payrelay_dead_letters_waiting",
+            "Dead letters kept in the ledger database, waiting for an operator (not replayed or purged)",
+            registry=r,
         ),
         replays=Counter("payrelay_replays", "Dead letters replayed", registry=r),
         queue_messages=Gauge(

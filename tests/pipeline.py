@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
@@ -18,12 +19,15 @@ from consumers.app import running_worker
 from consumers.record_payment import RecordPaymentWorker
 from service.chargebee_sandbox import SandboxConfig
 from service.chargebee_sandbox import create_app as create_sandbox
+from service.dead_letters import Letter
+from service.ledger.letters import LetterTable
 from service.receiver import create_app as create_receiver
 from service.sender import post_signed
 from service.settings import Settings, SourceSettings
 from tests.conftest import LOCKBOX_SECRET, SECRET, make_settings, serve
 
 API_KEY = "test_pipeline_key"
+ALL_STATES = ("dead", "replayed", "purged")
 
 
 def pipeline_settings(prefix: str, ledger_url: str, sandbox_url: str, **overrides: Any) -> Settings:
@@ -94,22 +98,24 @@ class Pipeline:
             got.append(orjson.loads(message.body))
         return got
 
-    async def dead_letters(
-        self, count: int, within: float = 10.0
-    ) -> list[aio_pika.abc.AbstractIncomingMessage]:
-        channel = await self.amqp.channel()
-        queue = await channel.get_queue(f"{self.settings.broker.prefix}.dead-letter", ensure=False)
-        got: list[aio_pika.abc.AbstractIncomingMessage] = []
-        deadline = asyncio.get_running_loop().time() + within
-        while len(got) < count:
-            assert asyncio.get_running_loop().time() < deadline, f"only {len(got)} of {count} dead letters"
-            message = await queue.get(fail=False, no_ack=True)
-            if message is None:
-                await asyncio.sleep(0.05)
-                continue
-            got.append(message)
-        await channel.close()
-        return got
+    async def dead_letters(self, count: int, within: float = 10.0) -> list[Letter]:
+        """The first `count` dead letters, once the consumer's keeper has stored them in the ledger."""
+        letters: list[Letter] = []
+
+        async def stored() -> bool:
+            nonlocal letters
+            letters = await self._letters().select(None, now=datetime.now(UTC), states=ALL_STATES)
+            return len(letters) >= count
+
+        await until(stored, within=within, what=f"{count} dead letter(s) in the ledger")
+        return letters[:count]
+
+    def _letters(self) -> LetterTable:
+        return self.worker.ledger.letters(self.settings.broker.topology().dead_letter)
+
+    async def dead_letter_count(self) -> int:
+        """Dead letters waiting in the ledger (the keeper empties the queue)."""
+        return await self._letters().count()
 
     async def queue_depth(self, name: str) -> int:
         channel = await self.amqp.channel()

@@ -100,7 +100,7 @@ async def distinct(pipe: Pipeline, count: int, within: float = 15) -> list[dict[
 
 
 async def dead_lettered(pipe: Pipeline, count: int = 1, within: float = 20) -> None:
-    await until(lambda: _depth(pipe, "dead-letter", count), within=within, what=f"{count} dead letter(s)")
+    await pipe.dead_letters(count, within=within)
 
 
 async def _depth(pipe: Pipeline, queue: str, depth: int) -> bool:
@@ -353,7 +353,7 @@ async def test_a_misconfigured_site_pauses_instead_of_dead_lettering(
     await pipe.send(new_deposit("INV-1009"))
     [confirmation] = await pipe.confirmations(1, within=15)
     assert confirmation["data"]["invoice_id"] == "INV-1009"
-    assert await pipe.queue_depth("dead-letter") == 0
+    assert await pipe.dead_letter_count() == 0
     assert len(await calls(pipe, invoice_id="INV-1009")) == 1
 
 

@@ -118,9 +118,19 @@ class Harness:
         return body
 
     async def dead_letter_ids(self, query: str = "") -> list[str]:
+        """The event ids of the letters the API lists."""
         status, body = await self.api("GET", f"/api/dead-letters{query}")
         assert status == 200, body
-        return [d["id"] for d in body["dead_letters"]]
+        return [d["event_id"] for d in body["dead_letters"]]
+
+    async def waiting(self) -> int:
+        """Dead letters not replayed or purged: kept in the ledger, or still on their way in the queue."""
+        ledger = await Ledger.open(self.settings.ledger.url)
+        try:
+            kept = await ledger.letters(f"{self.prefix}.dead-letter").count()
+        finally:
+            await ledger.close()
+        return kept + await self.depth("dead-letter")
 
     async def depth(self, queue: str) -> int:
         channel = await self.amqp.channel()
@@ -144,6 +154,12 @@ class Harness:
         match = CSRF_META.search(page)
         assert match is not None
         return cookie, match.group(1)
+
+
+def moved_of(outcome: dict[str, Any]) -> tuple[int, int, bool, list[str]]:
+    """(matched, moved, dry_run, event ids) of a replay or purge answer; its `ids` are letter ids."""
+    assert all(i.startswith("dl-") for i in outcome["ids"]), outcome
+    return outcome["matched"], outcome["moved"], outcome["dry_run"], outcome["event_ids"]
 
 
 def ops_settings(prefix: str, tmp_path: Path, **overrides: Any) -> Settings:
@@ -231,7 +247,7 @@ async def test_every_route_rejects_missing_or_wrong_credentials(
         else:
             assert status == 303, label
             assert response_headers["Location"].startswith("/login"), label
-    assert await harness.depth("dead-letter") == 1
+    assert await harness.waiting() == 1
     assert await harness.depth("record-payment") == 0
 
 
@@ -412,7 +428,7 @@ async def test_cross_site_posts_are_refused(harness: Harness) -> None:
         data={**form, "csrf": "wrong"},
     )  # fmt: skip
     assert status == 403
-    assert await harness.depth("dead-letter") == 1
+    assert await harness.waiting() == 1
     assert await harness.depth("record-payment") == 0
 
     # The same request from the page itself goes through (Referer is enough without Origin).
@@ -464,8 +480,11 @@ async def test_list_with_each_filter(harness: Harness) -> None:
         assert await harness.dead_letter_ids(query) == ids, query
     status, body = await harness.api("GET", "/api/dead-letters?reason=unmatched_invoice")
     (summary,) = body["dead_letters"]
+    assert summary["id"].startswith("dl-")  # the letter's own id
     assert summary == {
-        "id": "evt-b",
+        "id": summary["id"],
+        "event_id": "evt-b",
+        "state": "dead",
         "reason": "unmatched_invoice",
         "error": "unmatched_invoice for evt-b",
         "attempts": 3,
@@ -483,20 +502,20 @@ async def test_list_with_each_filter(harness: Harness) -> None:
         assert status == 422, bad
         assert problem["status"] == 422
     # Listing leaves the queue as it was, in order.
-    assert await harness.depth("dead-letter") == 4
+    assert await harness.waiting() == 4
     assert await harness.dead_letter_ids() == ["evt-a", "evt-b", "evt-c", "evt-d"]
 
     status, _, page = await harness.request("GET", "/dead-letters?source=lockbox")
     assert status == 200
-    assert re.findall(r'data-dead-letter="([^"]+)"', page) == ["evt-b", "evt-c"]
-    assert 'href="/dead-letters/evt-b"' in page
+    assert re.findall(r'data-event-id="([^"]+)"', page) == ["evt-b", "evt-c"]
+    assert len(re.findall(r'href="/dead-letters/dl-[0-9]+"', page)) == 2  # each letter by its own id
 
 
 async def test_detail(harness: Harness) -> None:
     body = await harness.dead_letter("evt-1", chargebee={"api_error_code": "resource_not_found"})
     status, detail = await harness.api("GET", "/api/dead-letters/evt-1")
     assert status == 200
-    assert detail["id"] == "evt-1"
+    assert detail["event_id"] == "evt-1" and detail["id"].startswith("dl-")
     assert detail["event"] == orjson.loads(body)
     assert detail["chargebee_error"] == {"api_error_code": "resource_not_found"}
     assert detail["headers"]["x-payrelay-reason"] == "invoice_not_found"
@@ -523,10 +542,10 @@ async def test_a_dry_run_touches_nothing(harness: Harness) -> None:
         "POST", "/api/dead-letters/replay", {"ids": ["evt-2"], "dry_run": True}
     )
     assert status == 200
-    assert outcome == {"matched": 1, "moved": 0, "dry_run": True, "ids": ["evt-2"]}
+    assert moved_of(outcome) == (1, 0, True, ["evt-2"])
     status, outcome = await harness.api("POST", "/api/dead-letters/purge", {"all": True, "dry_run": True})
-    assert outcome == {"matched": 3, "moved": 0, "dry_run": True, "ids": ["evt-1", "evt-2", "evt-3"]}
-    assert await harness.depth("dead-letter") == 3
+    assert moved_of(outcome) == (3, 0, True, ["evt-1", "evt-2", "evt-3"])
+    assert await harness.waiting() == 3
     assert await harness.depth("record-payment") == 0
     assert await harness.dead_letter_ids() == before
     status, audit = await harness.api("GET", "/api/audit")
@@ -541,7 +560,7 @@ async def test_replay_by_id_moves_exactly_that_message(harness: Harness) -> None
         "POST", "/api/dead-letters/replay", {"ids": ["evt-2"]}, headers={"X-Payrelay-Operator": "Carol"}
     )
     assert status == 200
-    assert outcome == {"matched": 1, "moved": 1, "dry_run": False, "ids": ["evt-2"]}
+    assert moved_of(outcome) == (1, 1, False, ["evt-2"])
     (moved,) = await get_all(harness.amqp, f"{harness.prefix}.record-payment", expect=1)
     assert moved.message_id == "evt-2"
     assert moved.body == body
@@ -612,14 +631,46 @@ async def test_purge_requires_confirmation(harness: Harness) -> None:
     assert "confirm" in problem["detail"]
     status, _ = await harness.api("POST", "/api/dead-letters/purge", {"confirm": True})
     assert status == 422  # confirmed, but selecting nothing
-    assert await harness.depth("dead-letter") == 2
+    assert await harness.waiting() == 2
     status, outcome = await harness.api(
         "POST", "/api/dead-letters/purge", {"reason": "invalid_event", "confirm": True}
     )
     assert status == 200
-    assert outcome == {"matched": 1, "moved": 1, "dry_run": False, "ids": ["evt-2"]}
+    assert moved_of(outcome) == (1, 1, False, ["evt-2"])
     assert await harness.dead_letter_ids() == ["evt-1"]
     assert await harness.depth("record-payment") == 0
+
+
+async def test_a_confirmed_action_takes_exactly_the_letters_previewed(harness: Harness) -> None:
+    """SPEC §6: a letter that arrives between the preview and the confirmation is not swept along,
+    on the page (the confirm form carries the previewed letter ids) and in the API (a dry run's
+    `ids` sent back)."""
+    await harness.dead_letter("evt-1", reason="invalid_event")
+    cookie, csrf = await harness.sign_in("Dana")
+    session = {"Cookie": cookie, "Origin": harness.url}
+    status, _, page = await harness.request(
+        "POST", "/dead-letters/action", token=None, headers=session,
+        data={"csrf": csrf, "action": "purge", "mode": "preview", "reason": "invalid_event"},
+    )  # fmt: skip
+    assert status == 200
+    kept = re.findall(r'<input type="hidden" name="ids" value="([^"]+)"', page)
+    assert len(kept) == 1 and kept[0].startswith("dl-")
+    assert 'name="reason"' not in page  # the confirmation does not select afresh
+    await harness.dead_letter("evt-late", reason="invalid_event")
+    form = [("csrf", csrf), ("action", "purge"), ("mode", "run"), ("confirm", "yes"), ("ids", kept[0])]
+    status, headers, _ = await harness.request(
+        "POST", "/dead-letters/action", token=None, headers=session, data=form
+    )
+    assert (status, headers["Location"]) == (303, "/dead-letters?done=purged&n=1")
+    assert await harness.dead_letter_ids() == ["evt-late"]
+
+    status, preview = await harness.api(
+        "POST", "/api/dead-letters/replay", {"reason": "invalid_event", "dry_run": True}
+    )
+    await harness.dead_letter("evt-later", reason="invalid_event")
+    status, outcome = await harness.api("POST", "/api/dead-letters/replay", {"ids": preview["ids"]})
+    assert moved_of(outcome) == (1, 1, False, ["evt-late"])
+    assert await harness.dead_letter_ids() == ["evt-later"]
 
 
 async def test_page_actions_preview_then_act_with_the_operator_in_the_audit(harness: Harness) -> None:
@@ -641,13 +692,13 @@ async def test_page_actions_preview_then_act_with_the_operator_in_the_audit(harn
     assert 'name="confirm"' in page
     status, _, _ = await post(action="purge", mode="run", reason="invalid_event")  # box not ticked
     assert status == 200
-    assert await harness.depth("dead-letter") == 2
+    assert await harness.waiting() == 2
     status, _, page = await post(
         action="replay", mode="run", ids="evt-1", field="invoice_id", value="bad id!"
     )
     assert status == 422
     assert "Nothing was changed" in page
-    assert await harness.depth("dead-letter") == 2
+    assert await harness.waiting() == 2
 
     status, headers, _ = await post(action="purge", mode="run", reason="invalid_event", confirm="yes")
     assert (status, headers["Location"]) == (303, "/dead-letters?done=purged&n=1")
@@ -659,7 +710,7 @@ async def test_page_actions_preview_then_act_with_the_operator_in_the_audit(harn
         "GET", headers["Location"], token=None, headers={"Cookie": cookie}
     )
     assert "Replayed 1 dead letter to the work queue." in page
-    assert await harness.depth("dead-letter") == 0
+    assert await harness.waiting() == 0
     (moved,) = await get_all(harness.amqp, f"{harness.prefix}.record-payment", expect=1)
     assert (moved.headers or {})["x-payrelay-replayed-by"] == "ops:Dana"
 
@@ -691,12 +742,12 @@ async def test_lookup_tells_an_events_story(harness: Harness) -> None:
     assert entry["event_id"] == "evt-story"
     assert entry["state"] == "dead_lettered"
     assert entry["reason"] == "invoice_not_found"
-    assert [d["id"] for d in story["dead_letters"]] == ["evt-story"]
+    assert [d["event_id"] for d in story["dead_letters"]] == ["evt-story"]
     assert story["audit"] == []
 
     await harness.api("POST", "/api/dead-letters/replay", {"ids": ["evt-story"]})
     status, story = await harness.api("GET", "/api/events/lookup?q=evt-story")
-    assert story["dead_letters"] == []
+    assert [(d["event_id"], d["state"]) for d in story["dead_letters"]] == [("evt-story", "replayed")]
     assert [r["action"] for r in story["audit"]] == ["replay"]
     status, by_invoice = await harness.api("GET", "/api/events/lookup?q=INV-77")
     assert [e["event_id"] for e in by_invoice["ledger"]] == ["evt-story"]
@@ -785,7 +836,8 @@ async def test_dashboard_shows_depths_with_stable_hooks(harness: Harness) -> Non
     assert status == 200
     dead = f"{harness.prefix}.dead-letter"
     cell = re.search(rf'<td[^>]*data-queue="{re.escape(dead)}" data-field="ready"[^>]*>(\d+)</td>', page)
-    assert cell is not None and cell.group(1) == "2"
+    # The queue only carries letters to the ledger: the dashboard took both in before it counted.
+    assert cell is not None and cell.group(1) == "0"
     assert 'aria-live="polite"' in page
     assert 'data-summary="dead_letters">2<' in page
 
@@ -882,4 +934,4 @@ async def test_no_admin_token_is_a_config_error_unless_allowed_on_loopback(
             headers={"Origin": "http://evil.example"},
         )  # fmt: skip
         assert status == 403
-        assert await open_app.depth("dead-letter") == 1
+        assert await open_app.waiting() == 1

@@ -161,7 +161,7 @@ async def test_exhausted_retries_are_dead_lettered(pipe: Pipeline) -> None:
     event = new_deposit("INV-1008")
     await pipe.send(event)
     [dead] = await pipe.dead_letters(1, within=20)
-    assert dead.message_id == event["id"]
+    assert dead.event_id == event["id"]
     assert dead.headers["x-payrelay-reason"] == "retries_exhausted"
     assert dead.headers["x-payrelay-attempts"] == 3
     assert "500" in str(dead.headers["x-payrelay-error"])
@@ -205,7 +205,7 @@ async def test_invalid_event_in_the_queue_is_dead_lettered(
     exchange = await channel.get_exchange(f"{pipe.settings.broker.prefix}.events")
     await exchange.publish(aio_pika.Message(b"{not json", message_id="junk"), routing_key="bank.deposit")
     [dead] = await pipe.dead_letters(1)
-    assert (dead.message_id, dead.headers["x-payrelay-reason"]) == ("junk", "invalid_event")
+    assert (dead.event_id, dead.headers["x-payrelay-reason"]) == ("junk", "invalid_event")
 
 
 async def test_refused_credentials_pause_holding_messages_without_spending_deliveries(pipe: Pipeline) -> None:
@@ -218,7 +218,7 @@ async def test_refused_credentials_pause_holding_messages_without_spending_deliv
     await until(lambda: _paused(pipe), what="the consumer to pause")
     assert pipe.worker.metrics.chargebee_auth_failing._value.get() == 1
     await asyncio.sleep(1.5)  # three credential re-checks
-    assert await pipe.queue_depth("dead-letter") == 0
+    assert await pipe.dead_letter_count() == 0
     assert await pipe.queue_depth("record-payment") == 0  # held unacked, not returned
     outcomes = pipe.worker.metrics.consumer_outcomes
     assert outcomes.labels("requeued", "")._value.get() == 0

@@ -12,7 +12,7 @@ import contextlib
 import getpass
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -24,7 +24,8 @@ from rich.text import Text
 
 from service.broker import BrokerUnavailable
 from service.cli.render import audit_table, letter_detail, letters_table, print_wide, say
-from service.dead_letter_queue import DeadLetterQueue
+from service.dead_letter_queue import Keeper
+from service.dead_letter_store import DeadLetterStore
 from service.dead_letters import (
     EDITABLE,
     SELECTORS,
@@ -37,6 +38,7 @@ from service.dead_letters import (
 )
 from service.events import EVENT_TYPES
 from service.ledger import Ledger
+from service.ledger.letters import letter_number
 from service.messages import DEAD_LETTER_REASONS
 from service.settings import Settings
 
@@ -143,7 +145,6 @@ def add_parser(sub: Any) -> None:
         action.add_argument("--all", action="store_true", help="every dead letter")
         action.add_argument("--dry-run", action="store_true", help="show what would happen; change nothing")
         action.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-        action.add_argument("--actor", default=None, help="who to record in the audit (default: user@host)")
         action.add_argument(
             "--json", action="store_true", help='{"matched", "moved", "dry_run", "ids"}, for machines'
         )
@@ -171,7 +172,7 @@ def add_parser(sub: Any) -> None:
 @dataclass
 class Context:
     settings: Settings
-    queue: DeadLetterQueue
+    letters: DeadLetterStore
     ledger: Ledger
     out: Console
     err: Console
@@ -187,9 +188,10 @@ async def opened(settings: Settings) -> AsyncIterator[Context]:
         raise BrokerUnavailable("cannot reach the broker")
     ledger = await settings.ledger.open()
     try:
+        keeper = Keeper(broker, topology, ledger)
         yield Context(
             settings,
-            DeadLetterQueue(broker.connection, broker, topology, ledger),
+            DeadLetterStore(keeper, broker, topology, ledger),
             ledger,
             # Piped output (grep, a log) gets whole lines rather than an 80-column fold.
             Console(width=None if sys.stdout.isatty() else 240),
@@ -221,7 +223,7 @@ def _print_table(ctx: Context, rows: list[dict[str, Any]], wide: bool = False) -
 
 async def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
     chosen = selector(args)
-    letters = await ctx.queue.list(None if chosen.empty else chosen, limit=args.limit)
+    letters = await ctx.letters.browse(None if chosen.empty else chosen, limit=args.limit)
     rows = [letter.summary() for letter in letters]
     if args.json:
         sys.stdout.write(orjson.dumps(rows).decode() + "\n")
@@ -234,7 +236,7 @@ async def cmd_list(args: argparse.Namespace, ctx: Context) -> int:
 
 
 async def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
-    letters = await ctx.queue.list(Filter(ids=(args.id,)), limit=None)
+    letters = await ctx.letters.show(args.id)
     if not letters:
         say(ctx.err, f"no dead letter with id {args.id}")
         return NOT_FOUND
@@ -247,9 +249,8 @@ async def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
     return OK
 
 
-def _actor(args: argparse.Namespace) -> str:
-    if args.actor:
-        return str(args.actor)
+def _actor() -> str:
+    """Who runs the command, as the operating system says: the audit's "who" is never a name typed in."""
     with contextlib.suppress(Exception):
         return f"{getpass.getuser()}@{socket.gethostname()}"
     return "unknown"
@@ -281,27 +282,53 @@ def _report(ctx: Context, args: argparse.Namespace, verb: str, outcome: Outcome)
         say(ctx.out, f"dry run: would {verb} {summary(outcome)}")
     else:
         say(ctx.out, f"{PAST[verb]} {outcome.moved} of {summary(outcome)}")
+        if outcome.skipped:
+            ctx.err.print(
+                f"{len(outcome.skipped)} of the letters previewed were replayed or purged by someone "
+                "else meanwhile; they were left alone"
+            )
 
 
-async def _guarded(args: argparse.Namespace, ctx: Context, verb: str, act: Callable[..., Any]) -> int:
+Act = Callable[[list[str], Any], Awaitable[Outcome]]
+
+
+async def _guarded(
+    args: argparse.Namespace, ctx: Context, verb: str, act: Act, edits: dict[str, str] | None = None
+) -> int:
+    """Preview the selection, ask, then act on exactly the letters previewed (SPEC §6)."""
     chosen = selector(args)
     if chosen.empty and not chosen.everything:
         say(ctx.err, f"say which dead letters to {verb}: --id, a filter (--reason, --source, ...) or --all")
         return REFUSED
     try:
-        preview: Outcome = await act(chosen, dry_run=True, progress=None)
+        preview = await ctx.letters.preview(chosen, edits=edits)
+        if not args.json:
+            _say_event_ids(ctx, chosen, preview)
         if args.dry_run or not preview.matched:
             _report(ctx, args, verb, preview)
             return OK
         if not _confirm(ctx, verb, preview, args.yes):
             return REFUSED
         with _progress(ctx, len(preview.matched)) as progress:
-            outcome: Outcome = await act(chosen, dry_run=False, progress=progress)
+            outcome = await act([letter.id for letter in preview.matched], progress)
     except EditError as exc:
         say(ctx.err, f"nothing {PAST[verb]}: {exc}")
         return USAGE
     _report(ctx, args, verb, outcome)
     return OK
+
+
+def _say_event_ids(ctx: Context, chosen: Filter, preview: Outcome) -> None:
+    """`--id` given an event id selects every letter of that event: the preview says so."""
+    for wanted in chosen.ids:
+        if letter_number(wanted) is not None:
+            continue
+        letters = [letter for letter in preview.matched if letter.event_id == wanted]
+        if letters:
+            origins = ", ".join(sorted({letter.origin or "?" for letter in letters}))
+            ctx.err.print(
+                Text(f"{wanted!r} is an event id: it selects its {len(letters)} letter(s) (from {origins})")
+            )
 
 
 @contextlib.contextmanager
@@ -323,24 +350,22 @@ def _progress(ctx: Context, total: int) -> Any:
 
 
 async def cmd_replay(args: argparse.Namespace, ctx: Context) -> int:
-    edits = dict(args.edits)
+    edits = dict(args.edits) or None
+    chosen = selector(args)
 
-    async def act(chosen: Filter, *, dry_run: bool, progress: Any) -> Outcome:
-        return await ctx.queue.replay(
-            chosen,
-            actor=_actor(args),
-            edits=edits or None,
-            dry_run=dry_run,
-            rate=args.rate,
-            progress=progress,
+    async def act(ids: list[str], progress: Any) -> Outcome:
+        return await ctx.letters.replay(
+            ids, actor=_actor(), selector=chosen.describe(), edits=edits, rate=args.rate, progress=progress
         )
 
-    return await _guarded(args, ctx, "replay", act)
+    return await _guarded(args, ctx, "replay", act, edits)
 
 
 async def cmd_purge(args: argparse.Namespace, ctx: Context) -> int:
-    async def act(chosen: Filter, *, dry_run: bool, progress: Any) -> Outcome:
-        return await ctx.queue.purge(chosen, actor=_actor(args), dry_run=dry_run, progress=progress)
+    chosen = selector(args)
+
+    async def act(ids: list[str], progress: Any) -> Outcome:
+        return await ctx.letters.purge(ids, actor=_actor(), selector=chosen.describe(), progress=progress)
 
     return await _guarded(args, ctx, "purge", act)
 

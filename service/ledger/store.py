@@ -12,6 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.ledger.engine import engine_for
+from service.ledger.letters import LetterTable, forget_bodies
 from service.ledger.migrations import migrate
 from service.ledger.records import (
     WHOLE,
@@ -90,6 +91,10 @@ class Ledger:
             await ledger.close()
             raise
         return ledger
+
+    def letters(self, queue: str) -> LetterTable:
+        """The dead letters kept from `queue` (a topology's dead-letter queue)."""
+        return LetterTable(self._engine, self._write, self._sql.letter, queue)
 
     async def close(self) -> None:
         await self._writes.drain()
@@ -349,7 +354,8 @@ class Ledger:
     async def cleanup(self, *, retention_days: int, now: datetime | None = None) -> int:
         """Delete entries of every state not updated for `retention_days`; returns how many went.
 
-        An event's plan goes with the last of its entries.
+        An event's plan goes with the last of its entries; a purged dead letter keeps its row (the
+        audit names it) but loses its body.
         """
         if retention_days < 1:
             raise ValueError("retention_days must be at least 1: the ledger is what stops double payments")
@@ -360,6 +366,7 @@ class Ledger:
         async with self._write() as conn:
             result = await conn.execute(sa.delete(LEDGER).where(LEDGER.c.updated_at < cutoff))
             await conn.execute(sa.delete(PLANS).where(PLANS.c.created_at < cutoff, ~entries.exists()))
+            await forget_bodies(conn, cutoff)
         return result.rowcount
 
     async def append_audit(

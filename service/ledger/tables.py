@@ -111,6 +111,41 @@ AUDIT = sa.Table(
     sa.Column("details", sa.JSON, nullable=False),
 )
 
+# Dead letters, kept here by the keeper (SPEC §6): the queue only carries them. A letter is never
+# changed but for its state; `digest` (of the AMQP message as the consumer wrote it) makes a letter
+# taken in twice, after a crash between commit and ack, one row. `queue` is the dead-letter queue
+# it came from: deployments (prefixes) sharing a database each see and replay their own.
+LETTERS = sa.Table(
+    "payrelay_dead_letters",
+    METADATA,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("queue", sa.Text, nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("event_id", sa.Text, nullable=False),
+    sa.Column("origin", sa.Text),
+    sa.Column("source", sa.Text),
+    sa.Column("type", sa.Text),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("invoice_id", sa.Text),
+    sa.Column("failed_at", UTCDateTime()),  # None when the header is missing or unreadable
+    sa.Column("headers", sa.JSON, nullable=False),
+    sa.Column("body", sa.LargeBinary),  # removed once a purged letter is past the retention period
+    sa.Column("content_type", sa.Text),
+    sa.Column("message_type", sa.Text),
+    sa.Column("stored_at", UTCDateTime(), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False, server_default="dead"),
+    sa.Column("settled_at", UTCDateTime()),
+    sa.Column("settled_by", sa.Text),
+    sa.Column("audit_id", sa.Integer),
+    sa.UniqueConstraint("queue", "digest", name="uq_payrelay_dead_letters_digest"),
+    sa.CheckConstraint("state IN ('dead', 'replayed', 'purged')", name="ck_payrelay_dead_letters_state"),
+    sa.Index("ix_payrelay_dead_letters_reason", "queue", "state", "reason"),
+    sa.Index("ix_payrelay_dead_letters_origin", "queue", "state", "origin"),
+    sa.Index("ix_payrelay_dead_letters_failed_at", "queue", "state", "failed_at"),
+    sa.Index("ix_payrelay_dead_letters_invoice_id", "invoice_id"),
+    sa.Index("ix_payrelay_dead_letters_event_id", "event_id"),
+)
+
 SCHEMA = sa.Table("payrelay_schema", METADATA, sa.Column("version", sa.Integer, primary_key=True))
 
 # Statements are built once and executed with parameters, so SQLAlchemy compiles each only once.
@@ -154,6 +189,7 @@ class Upserts:
     success: sa.Executable
     failure: sa.Executable
     plan: sa.Executable
+    letter: sa.Executable
 
     @classmethod
     def build(cls, insert_into: Callable[[sa.Table], Insert]) -> Upserts:
@@ -203,11 +239,13 @@ class Upserts:
         }
         success = insert_into(t)
         plan = insert_into(PLANS).on_conflict_do_nothing(index_elements=list(EVENT_COLUMNS))
+        letter = insert_into(LETTERS).on_conflict_do_nothing(index_elements=["queue", "digest"])
         return cls(
             claim=_upsert(claim, claim_sets, takeable, *(t.c[name] for name in CLAIM_RETURNS)),
             success=_upsert(success, _excluded(success, _SUCCESS_SETS), t.c.state != "recorded", t.c.state),
             failure=_upsert(failure, failure_sets, reported, t.c.state),
             plan=plan,
+            letter=letter,
         )
 
 

@@ -18,7 +18,7 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from service.dead_letters import EDITABLE, EditError, Filter, Letter, Outcome
+from service.dead_letters import EDITABLE, SELECTORS, EditError, Filter, Letter, Outcome
 from service.messages import DEAD_LETTER_REASONS
 from service.ops import views
 from service.ops.api import query_filter
@@ -27,7 +27,6 @@ from service.ops.layout import Form, Layout, first, read_form
 from service.ops.operations import DEFAULT_LIST_LIMIT, BadRequest, Ops, PurgeRequest, ReplayRequest
 from service.ops.views import Cell, LetterRow, Option
 
-SELECTOR_FIELDS = ("reason", "source", "type", "invoice", "older_than", "newer_than")
 EVENT_TYPES = (("", "Any"), ("bank.deposit", "bank.deposit"), ("check.scan", "check.scan"))
 
 
@@ -83,6 +82,8 @@ class Preview:
 
 def facts(letter: Letter) -> tuple[Fact, ...]:
     return (
+        Fact("Event id", views.text(letter.event_id)),
+        Fact("State", views.text(letter.state)),
         Fact("Reason", views.text(letter.reason)),
         Fact("Attempts", views.text(letter.attempts)),
         Fact("Failed at", views.when(letter.failed_at)),
@@ -92,7 +93,7 @@ def facts(letter: Letter) -> tuple[Fact, ...]:
         Fact("Invoice", views.lookup_link(letter.invoice_id)),
         Fact("Amount", views.text(views.amount(letter))),
         Fact("Earlier replays", views.text(letter.summary()["replays"])),
-        Fact("Story", views.lookup_link(letter.id)),
+        Fact("Story", views.lookup_link(letter.event_id)),
     )
 
 
@@ -124,7 +125,7 @@ def letter_detail(letter: Letter) -> LetterDetail:
 
 def bulk(params: QueryParams, selector: Filter | None) -> Bulk:
     """The filter as hidden fields; with no filter at all, an explicit `all`."""
-    fields = [(f, params[f]) for f in SELECTOR_FIELDS if params.get(f)]
+    fields = [(f, params[f]) for f in SELECTORS if params.get(f)]
     if selector is None:
         fields.append(("all", "1"))
     scope = "all dead letters" if selector is None else "all dead letters matching the filter"
@@ -140,12 +141,11 @@ def notice(done: str | None, n: str | None) -> str:
     return f"{done.capitalize()} {moved} {views.dead_letters_noun(moved)}{where}."
 
 
-def kept_fields(form: Form, edits: dict[str, str]) -> tuple[tuple[str, str], ...]:
-    """The previewed form's selection (and edit), so confirming acts on what was previewed."""
-    keep = [(f, first(form, f)) for f in (*SELECTOR_FIELDS, "all", "field") if first(form, f)]
-    keep += [("ids", i) for i in form.get("ids", []) if i]
+def kept_fields(form: Form, outcome: Outcome, edits: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """The letters previewed, by their own ids (and the edit): confirming acts on exactly those."""
+    keep = [("ids", letter.id) for letter in outcome.matched]
     if edits:
-        keep.append(("value", (form.get("value") or [""])[0]))
+        keep += [("field", first(form, "field")), ("value", (form.get("value") or [""])[0])]
     return tuple(keep)
 
 
@@ -169,12 +169,12 @@ class DeadLetterPages:
             request,
             "dead_letters.html",
             notice=notice(params.get("done"), params.get("n")),
-            filters={f: params.get(f, "") for f in SELECTOR_FIELDS},
+            filters={f: params.get(f, "") for f in SELECTORS},
             reasons=DEAD_LETTER_REASONS,
             types=views.options(EVENT_TYPES, params.get("type")),
             limit=limit,
             rows=views.letter_rows(letters),
-            in_queue=await self.ops.dead_letters().count(),
+            in_queue=await self.ops.letters.count(),
             bulk=bulk(params, selector),
         )
 
@@ -191,7 +191,7 @@ class DeadLetterPages:
         try:
             form = await read_form(request)
             kind, mode = first(form, "action"), first(form, "mode")
-            selection: dict[str, Any] = {f: first(form, f) or None for f in SELECTOR_FIELDS}
+            selection: dict[str, Any] = {f: first(form, f) or None for f in SELECTORS}
             selection["ids"] = [i for i in form.get("ids", []) if i]
             selection["all"] = first(form, "all") == "1"
             if kind == "replay":
@@ -227,7 +227,7 @@ class DeadLetterPages:
         preview = Preview(
             kind=kind,
             rows=views.letter_rows(outcome.matched),
-            keep=kept_fields(form, edits),
+            keep=kept_fields(form, outcome, edits),
             edit=next(iter(edits.items()), None),
             work_queue=self.ops.topology.work_queue,
         )

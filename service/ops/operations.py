@@ -1,16 +1,14 @@
 """What the JSON API and the pages both do: the overview, dead-letter selection, replay, purge, lookup.
 
-`Ops` holds the app's resources (opened in the lifespan). Dead-letter operations take a lock:
-browsing takes messages off the queue unacked for a moment (and `DeadLetterQueue` waits for them
-to be back before it returns), so overlapping operations of one process would each see only
-part of the queue.
+`Ops` holds the app's resources (opened in the lifespan). Dead letters are read from the ledger
+database (`DeadLetterStore`), after taking in what still waits in the queue; an action previews
+its selection and then acts on exactly the letters it found.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,9 +16,11 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.broker import Broker, BrokerUnavailable
-from service.dead_letter_queue import DeadLetterQueue
+from service.dead_letter_queue import Keeper
+from service.dead_letter_store import DeadLetterStore
 from service.dead_letters import SELECTORS, Filter, FilterError, Letter, Outcome, parse_age
 from service.ledger import AuditRecord, Entry, Ledger
+from service.ledger.letters import letter_number
 from service.messages import rfc3339
 from service.metrics import Metrics
 from service.queue_stats import QueueStat, queue_stats
@@ -29,7 +29,6 @@ from service.topology import Topology
 
 log = logging.getLogger("payrelay.ops")
 
-SCAN_LIMIT = 5000  # dead letters looked at per browse; replay and purge look at all of them
 DEFAULT_LIST_LIMIT = 100
 RECENT_OUTCOMES = 20
 
@@ -95,18 +94,20 @@ class Ops:
     metrics: Metrics
     ledger_: Ledger | None = None
     http: aiohttp.ClientSession | None = None
-    dead_letter_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    letters_: DeadLetterStore | None = None
 
     @property
     def ledger(self) -> Ledger:
         assert self.ledger_ is not None, "the ledger is opened in the lifespan"
         return self.ledger_
 
-    def dead_letters(self) -> DeadLetterQueue:
-        connection = self.broker.connection
-        if connection is None or connection.is_closed:
-            raise BrokerUnavailable("not connected to the broker")
-        return DeadLetterQueue(connection, self.broker, self.topology, self.ledger)
+    @property
+    def letters(self) -> DeadLetterStore:
+        """The dead letters in the ledger (built on first use: the ledger opens in the lifespan)."""
+        if self.letters_ is None:
+            keeper = Keeper(self.broker, self.topology, self.ledger, self.metrics)
+            self.letters_ = DeadLetterStore(keeper, self.broker, self.topology, self.ledger)
+        return self.letters_
 
     def role(self, queue: str) -> tuple[str, str]:
         """(role, label) of one watched queue, for people."""
@@ -128,6 +129,7 @@ class Ops:
         """Everything the dashboard shows, in one JSON-ready dict."""
         now = datetime.now(UTC)
         since = now - timedelta(hours=1)
+        waiting = await self.letters.count()  # first: it takes in what the queue still holds
         try:
             stats: list[QueueStat] | None = await self.queues()
         except BrokerUnavailable:
@@ -135,53 +137,49 @@ class Ops:
         counts = await self.ledger.counts_since(since)
         recent = await self.ledger.recent(RECENT_OUTCOMES)
         work = next((s for s in stats or [] if s.name == self.topology.work_queue), None)
-        dead = next((s for s in stats or [] if s.name == self.topology.dead_letter), None)
         return {
             "generated_at": rfc3339(now),
             "broker": "open" if self.broker.ready else "closed",
             "queues": [self.queue_dict(s) for s in stats or []],
             "consumers": work.consumers if work else None,
             "consumers_healthy": bool(work and work.consumers > 0),
-            "dead_letters": dead.ready + (dead.unacked or 0) if dead else None,
+            "dead_letters": waiting,
             "ledger": {"since": rfc3339(since), "counts": counts},
             "chargebee_error_rate": error_rate(counts),
             "recent": [e.as_dict() for e in recent],
         }
 
     async def list_dead_letters(self, selector: Filter | None, limit: int) -> list[Letter]:
-        now = datetime.now(UTC)
-        letters = await self._browse()
-        return [d for d in letters if selector is None or selector.matches(d, now)][:limit]
+        return await self.letters.browse(selector, limit=limit)
 
-    async def _browse(self) -> list[Letter]:
-        async with self.dead_letter_lock:
-            queue = self.dead_letters()
-            letters = await queue.list(None, limit=SCAN_LIMIT)
-        return letters
-
-    async def dead_letter(self, letter_id: str) -> Letter | None:
-        found = await self.list_dead_letters(Filter(ids=(letter_id,)), 1)
-        return found[0] if found else None
+    async def dead_letter(self, wanted: str) -> Letter | None:
+        """The letter with this letter id, else the newest of this event id's letters."""
+        found = await self.letters.show(wanted)
+        exact = [letter for letter in found if letter.id == wanted]
+        newest_first = exact or found[::-1]
+        return newest_first[0] if newest_first else None
 
     async def replay(self, request: ReplayRequest, actor: str) -> Outcome:
+        """Preview the selection; unless a dry run, replay exactly the letters it found."""
         selector = _selected(request)
-        async with self.dead_letter_lock:
-            queue = self.dead_letters()
-            outcome = await queue.replay(
-                selector, actor=actor, edits=request.edits or None, dry_run=request.dry_run
-            )
-        if not outcome.dry_run:
-            self.metrics.replays.inc(outcome.moved)
-            log.info("%s replayed %d dead letter(s) (%s)", actor, outcome.moved, selector.describe())
+        edits = request.edits or None
+        preview = await self.letters.preview(selector, edits=edits)
+        if request.dry_run:
+            return preview
+        ids = [letter.id for letter in preview.matched]
+        outcome = await self.letters.replay(ids, actor=actor, selector=selector.describe(), edits=edits)
+        self.metrics.replays.inc(outcome.moved)
+        log.info("%s replayed %d dead letter(s) (%s)", actor, outcome.moved, selector.describe())
         return outcome
 
     async def purge(self, request: PurgeRequest, actor: str) -> Outcome:
         selector = _selected(request)
-        async with self.dead_letter_lock:
-            queue = self.dead_letters()
-            outcome = await queue.purge(selector, actor=actor, dry_run=request.dry_run)
-        if not outcome.dry_run:
-            log.info("%s purged %d dead letter(s) (%s)", actor, outcome.moved, selector.describe())
+        preview = await self.letters.preview(selector)
+        if request.dry_run:
+            return preview
+        ids = [letter.id for letter in preview.matched]
+        outcome = await self.letters.purge(ids, actor=actor, selector=selector.describe())
+        log.info("%s purged %d dead letter(s) (%s)", actor, outcome.moved, selector.describe())
         return outcome
 
     async def lookup(self, query: str) -> Story:
@@ -190,14 +188,13 @@ class Ops:
         for entry in await self.ledger.find(invoice_id=query):
             entries.setdefault(entry.key, entry)
         audit = [r for r in await self.ledger.audit(limit=1000) if _mentions(r, query)]
-        try:
-            letters: list[Letter] | None = await self._browse()
-        except BrokerUnavailable:
-            letters = None  # the ledger's and the audit's part of the story is still worth telling
+        letters = {letter.id: letter for letter in await self.letters.show(query)}
+        for letter in await self.letters.browse(Filter(invoice=query), limit=1000):
+            letters.setdefault(letter.id, letter)
         return Story(
             query=query,
             entries=list(entries.values()),
-            dead_letters=None if letters is None else [d for d in letters if query in (d.id, d.invoice_id)],
+            dead_letters=sorted(letters.values(), key=lambda letter: letter_number(letter.id) or 0),
             audit=audit,
         )
 
@@ -208,7 +205,7 @@ class Story:
 
     query: str
     entries: list[Entry]
-    dead_letters: list[Letter] | None  # None: the broker could not be asked
+    dead_letters: list[Letter] | None  # every state: what waits, and what was replayed or purged
     audit: list[AuditRecord]
 
     def as_dict(self) -> dict[str, Any]:
@@ -247,12 +244,3 @@ def error_rate(counts: dict[str, int]) -> float | None:
     bad = counts.get("failed", 0) + counts.get("dead_lettered", 0)
     settled = bad + counts.get("recorded", 0)
     return round(bad / settled, 4) if settled else None
-
-
-# TRANSITIONAL, while the pages move to Jinja2: they still call these.
-def entry_dict(entry: Entry) -> dict[str, Any]:
-    return entry.as_dict()
-
-
-def audit_dict(record: AuditRecord) -> dict[str, Any]:
-    return record.as_dict()

@@ -20,7 +20,7 @@ from service.ops import views
 from service.ops.auth import COOKIE, SESSION_SECONDS, Auth, clean_name, cookie_secure, safe_next
 from service.ops.dead_letter_pages import DeadLetterPages
 from service.ops.layout import Layout, first, read_form
-from service.ops.operations import BadRequest, Ops, audit_dict
+from service.ops.operations import BadRequest, Ops
 from service.queue_stats import queue_names
 
 log = logging.getLogger("payrelay.ops")
@@ -109,7 +109,7 @@ class Pages:
         return self.layout.page(request, "lookup.html", q=query, story=story)
 
     async def audit(self, request: Request) -> Response:
-        records = [audit_dict(r) for r in await self.ops.ledger.audit(200)]
+        records = [r.as_dict() for r in await self.ops.ledger.audit(200)]
         return self.layout.page(request, "audit.html", rows=views.audit_rows(records))
 
     def routes(self) -> list[Route]:

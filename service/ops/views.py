@@ -17,7 +17,7 @@ from urllib.parse import quote, urlencode
 import orjson
 
 from service.dead_letters import Letter
-from service.ops.operations import Story, audit_dict, entry_dict
+from service.ops.operations import Story
 
 DASH = "—"
 LEDGER_STATES = (
@@ -214,7 +214,9 @@ def dashboard(
 
 @dataclass(frozen=True, slots=True)
 class LetterRow:
-    id: str
+    id: str  # the letter's own id (dl-17)
+    event_id: str
+    state: str  # dead, replayed, purged
     href: str
     reason: str
     error: str
@@ -238,6 +240,8 @@ def amount(letter: Letter) -> str:
 def letter_row(letter: Letter) -> LetterRow:
     return LetterRow(
         id=letter.id,
+        event_id=letter.event_id,
+        state=letter.state,
         href=detail_href(letter.id),
         reason=letter.reason,
         error=short(letter.error, 90),
@@ -292,14 +296,14 @@ class Lookup:
 
 def lookup(story: Story) -> Lookup:
     return Lookup(
-        entries=entry_rows(entry_dict(e) for e in story.entries),
+        entries=entry_rows(e.as_dict() for e in story.entries),
         dead_letters=None if story.dead_letters is None else letter_rows(story.dead_letters),
-        audit=audit_rows(audit_dict(r) for r in story.audit),
+        audit=audit_rows(r.as_dict() for r in story.audit),
     )
 
 
 def entry_rows(entries: Iterable[dict[str, Any]]) -> list[EntryRow]:
-    """Ledger entries (as `entry_dict` gives them) for the lookup page."""
+    """Ledger entries (as `Entry.as_dict()` gives them) for the lookup page."""
     return [
         EntryRow(
             updated=when(e["updated_at"]),
@@ -317,7 +321,7 @@ def entry_rows(entries: Iterable[dict[str, Any]]) -> list[EntryRow]:
 
 
 def audit_rows(records: Iterable[dict[str, Any]]) -> list[AuditRow]:
-    """Audit records (as `audit_dict` gives them), their details as one line of JSON."""
+    """Audit records (as `AuditRecord.as_dict()` gives them), their details as one line of JSON."""
     return [
         AuditRow(
             at=when(r["at"]),
