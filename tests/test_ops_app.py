@@ -25,6 +25,7 @@ import pytest
 from service.broker import Broker, declare_once
 from service.ledger import Ledger
 from service.ops.app import create_app
+from service.ops.auth import new_token, token_digest
 from service.queue_stats import queue_stats
 from service.settings import ConfigError, Settings
 from service.topology import build
@@ -34,6 +35,8 @@ pytestmark = pytest.mark.usefixtures("rabbitmq_reachable")
 
 TOKEN = "ops-test-token-5e1f9c0b7d2a4863"
 MANAGEMENT_URL = "http://127.0.0.1:15672"
+# Operators by name, each with a token of their own (the configuration keeps only digests).
+OPERATOR_TOKENS = {name: new_token() for name in ("Alice", "Bob", "Carol", "Dana", "Erin", "Frank")}
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]*)">')
 
 
@@ -139,12 +142,13 @@ class Harness:
         return declared.declaration_result.message_count or 0
 
     async def sign_in(self, name: str = "", token: str = TOKEN) -> tuple[str, str]:
-        """Sign in through the form; returns (cookie header value, CSRF token of the dashboard)."""
+        """Sign in through the form, as operator `name` (by their token) or with `token`; returns
+        (cookie header value, CSRF token of the dashboard)."""
         status, headers, _ = await self.request(
             "POST",
             "/login",
             token=None,
-            data={"token": token, "name": name, "next": "/"},
+            data={"token": OPERATOR_TOKENS[name] if name else token, "next": "/"},
             headers={"Origin": self.url},
         )
         assert status == 303, status
@@ -165,6 +169,7 @@ def moved_of(outcome: dict[str, Any]) -> tuple[int, int, bool, list[str]]:
 def ops_settings(prefix: str, tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "admin_token": TOKEN,
+        "ops_operators": {name: token_digest(token) for name, token in OPERATOR_TOKENS.items()},
         "ledger_url": f"sqlite:///{tmp_path}/ledger.db",
         "amqp_management_url": MANAGEMENT_URL,
     }
@@ -257,7 +262,7 @@ async def test_public_routes_need_no_credentials(harness: Harness) -> None:
         ("/healthz", '"ok"'),
         ("/readyz", '"ready"'),
         ("/metrics", "payrelay_replays_total"),
-        ("/login", "Admin token"),
+        ("/login", "Your token"),
         ("/static/ops.css", ".cards"),
         ("/static/ops.js", "/fragments/dashboard"),
     ]:
@@ -274,7 +279,7 @@ async def test_sign_in_sets_an_http_only_cookie_that_works_for_pages_and_the_api
         "POST",
         "/login",
         token=None,
-        data={"token": TOKEN, "name": "Alice", "next": "/dead-letters"},
+        data={"token": OPERATOR_TOKENS["Alice"], "next": "/dead-letters"},
         headers={"Origin": harness.url},
     )
     assert status == 303
@@ -283,7 +288,7 @@ async def test_sign_in_sets_an_http_only_cookie_that_works_for_pages_and_the_api
     attributes = [a.strip().lower() for a in set_cookie.split(";")]
     name, value = set_cookie.split(";", 1)[0].split("=", 1)
     assert name == "payrelay_ops"
-    assert value and value != TOKEN and TOKEN not in set_cookie
+    assert value and value != OPERATOR_TOKENS["Alice"] and OPERATOR_TOKENS["Alice"] not in set_cookie
     assert "httponly" in attributes
     assert "samesite=strict" in attributes
     assert "path=/" in attributes
@@ -557,7 +562,7 @@ async def test_replay_by_id_moves_exactly_that_message(harness: Harness) -> None
     body = await harness.dead_letter("evt-2", reason="retries_exhausted")
     await harness.dead_letter("evt-3")
     status, outcome = await harness.api(
-        "POST", "/api/dead-letters/replay", {"ids": ["evt-2"]}, headers={"X-Payrelay-Operator": "Carol"}
+        "POST", "/api/dead-letters/replay", {"ids": ["evt-2"]}, token=OPERATOR_TOKENS["Carol"]
     )
     assert status == 200
     assert moved_of(outcome) == (1, 1, False, ["evt-2"])
@@ -902,11 +907,11 @@ async def test_text_from_messages_and_query_strings_is_escaped(harness: Harness)
 async def test_no_admin_token_is_a_config_error_unless_allowed_on_loopback(
     prefix: str, amqp: aio_pika.abc.AbstractConnection, tmp_path: Path
 ) -> None:
-    settings = ops_settings(prefix, tmp_path, admin_token=None)
+    settings = ops_settings(prefix, tmp_path, admin_token=None, ops_operators={})
     with pytest.raises(ConfigError, match="PAYRELAY_ADMIN_TOKEN"):
         create_app(settings)
     with pytest.raises(ConfigError):
-        create_app(ops_settings(prefix, tmp_path, admin_token=""))
+        create_app(ops_settings(prefix, tmp_path, admin_token="", ops_operators={}))
 
     await declare_once(
         AMQP_URL, build(prefix, settings.broker.retry_delays_seconds, settings.broker.delivery_limit)

@@ -19,7 +19,7 @@ from service.broker import declare_once
 from service.ledger import Ledger, Recorded
 from service.ops.app import create_app
 from tests.conftest import AMQP_URL, get_all, serve
-from tests.test_ops_app import TOKEN, Harness, ops_settings
+from tests.test_ops_app import OPERATOR_TOKENS, Harness, ops_settings
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("rabbitmq_reachable")]
 
@@ -68,8 +68,7 @@ async def sign_in(page: Page, url: str, name: str) -> None:
     """Open the dashboard, get sent to the sign-in form, sign in and be back on the dashboard."""
     await page.goto(url + "/")
     await expect(page).to_have_url(re.compile(r"/login$"))
-    await page.get_by_label("Admin token").fill(TOKEN)
-    await page.get_by_label("Your name").fill(name)
+    await page.get_by_label("Your token").fill(OPERATOR_TOKENS[name])
     await page.get_by_role("button", name="Sign in").click()
     await expect(page.get_by_role("heading", name="Dashboard", level=1)).to_be_visible()
 

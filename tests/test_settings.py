@@ -210,6 +210,7 @@ _ENV_VALUES = {
     "ledger_retention_days": "9", "ledger_lease_seconds": "95", "ledger_statement_timeout_seconds": "4",
     "consumer_prefetch": "9", "max_attempts": "9", "auth_retry_seconds": "9", "shutdown_grace_seconds": "9",
     "metrics_port": "9999", "invoice_pattern": "X-\\d+", "overpayment": "review", "admin_token": "tok",
+    "ops_operators": '{"ana": "sha256:' + "a" * 64 + '"}',
 }  # fmt: skip
 
 

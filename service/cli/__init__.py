@@ -134,6 +134,28 @@ def cmd_ops(args: argparse.Namespace, settings: Settings) -> int:
     return _serve(app, args.host, args.port)
 
 
+def _operator_name(text: str) -> str:
+    from service.settings.parts import check_operator_name
+
+    try:
+        return check_operator_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def cmd_ops_token(args: argparse.Namespace, settings: Settings) -> int:
+    """A new token for one operator, and the line of configuration that lets it in."""
+    from service.ops.auth import new_token, token_digest
+
+    token = new_token()
+    print(f"{args.name}'s token (give it to them; it is not kept anywhere, so it is shown only now):")
+    print(f"  {token}")
+    print("Let it in with this line under [ops.operators] in the configuration file:")
+    print(f'  "{args.name}" = "{token_digest(token)}"')
+    print("(or in PAYRELAY_OPS_OPERATORS, a JSON object of name to digest), then restart `payrelay ops`.")
+    return 0
+
+
 def cmd_topology(args: argparse.Namespace, settings: Settings) -> int:
     from service.broker import TopologyMismatch, declare_once
 
@@ -241,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_argument("--host", default="127.0.0.1", help="the address to listen on")
     ops.add_argument("--port", type=int, default=8081, help="the port to listen on")
     ops.set_defaults(run=cmd_ops)
+
+    ops_token = sub.add_parser(
+        "ops-token", help="make an operator's token for the ops app, and the configuration line for it"
+    )
+    ops_token.add_argument("name", type=_operator_name, help="the operator's name, as the audit records it")
+    ops_token.set_defaults(run=cmd_ops_token)
 
     topology = sub.add_parser("topology", help="RabbitMQ topology")
     topology_sub = topology.add_subparsers(dest="topology_command", required=True, metavar="ACTION")

@@ -1,11 +1,12 @@
 """The ops JSON API, behind the dashboard and for scripts.
 
-Authentication: `Authorization: Bearer $PAYRELAY_ADMIN_TOKEN`, or the dashboard's session cookie
-(then a state-changing request also needs `X-CSRF-Token` and a same-origin `Origin`). A bearer
-caller may name itself for the audit with `X-Payrelay-Operator: <name>` (default "admin"); the
-audit actor is `ops:<name>`. Errors are RFC 9457 `application/problem+json`: 401 missing or wrong
-credentials, 403 CSRF, 404 no such dead letter, 415 body not JSON, 422 invalid request, 503
-broker unreachable (with `Retry-After`). Times are RFC 3339 UTC; rates are messages per second.
+Authentication: `Authorization: Bearer <an operator's token>` (or the admin token), or the
+dashboard's session cookie (then a state-changing request also needs `X-CSRF-Token` and a
+same-origin `Origin`). The audit actor is `ops:<operator>`, whoever's token it is (`ops:admin`
+for the admin token), never a name the caller supplies. Errors are RFC 9457
+`application/problem+json`: 401 missing or wrong credentials, 403 CSRF, 404 no such dead letter,
+415 body not JSON, 422 invalid request, 503 broker unreachable (with `Retry-After`). Times are
+RFC 3339 UTC; rates are messages per second.
 
 `GET /api/queues`
     `{"queues": [{"name", "role": "work"|"retry"|"dead_letter", "label", "ready", "unacked",
@@ -15,7 +16,7 @@ broker unreachable (with `Retry-After`). Times are RFC 3339 UTC; rates are messa
 
 `GET /api/overview`
     The dashboard in one call: `queues` (as above), `consumers`, `consumers_healthy` (the work
-    queue has a consumer), `dead_letters` (messages in the dead-letter queue), `broker`
+    queue has a consumer), `dead_letters` (letters kept in the ledger, waiting for an operator), `broker`
     ("open"/"closed"), `ledger` `{"since", "counts": {state: n}}` for the last hour,
     `chargebee_error_rate` (failed + dead-lettered over all settled in the last hour, 0..1, null
     when none settled), `recent` (the 20 latest ledger entries: `origin`, `source`, `event_id`,
@@ -23,35 +24,39 @@ broker unreachable (with `Retry-After`). Times are RFC 3339 UTC; rates are messa
     `reason`, `generation`, `created_at`, `updated_at`) and `generated_at`.
 
 `GET /api/dead-letters?reason=&source=&type=&invoice=&older_than=&newer_than=&limit=`
-    `{"dead_letters": [...], "count": n}`, oldest first: the fields of `payrelay dlq list --json`
-    (`id`, `reason`, `error`, `attempts`, `failed_at`, `origin`, `source`, `type`,
-    `invoice_id`, `amount`, `currency`, `replays`). `source` matches the configured source or
-    the CloudEvent source; ages are `90s`, `30m`, `2h`, `7d` since `failed_at`; `limit`
-    1..1000, default 100. The first 5000 messages of the queue are searched.
+    `{"dead_letters": [...], "count": n}`, the letters waiting, oldest first: the fields of
+    `payrelay dlq list --json` (`id` (the letter's own, `dl-17`), `event_id`, `state`, `reason`,
+    `error`, `attempts`, `failed_at`, `origin`, `source`, `type`, `invoice_id`, `amount`,
+    `currency`, `replays`). `source` matches the configured source or the CloudEvent source;
+    ages are `90s`, `30m`, `2h`, `7d` since `failed_at`; `limit` 1..1000, default 100.
 
 `GET /api/dead-letters/{id}`
-    One dead letter in full: the summary fields plus `chargebee_error`, `headers`, `event`
-    (the CloudEvent) and `body` (the raw body, only when it is not JSON). 404 if none.
+    One dead letter in full, by its letter id (or the newest letter of an event id), in any
+    state: the summary fields plus `stored_at`, `chargebee_error`, `headers`, `event` (the
+    CloudEvent) and `body` (the raw body, only when it is not JSON). 404 if none.
 
 `POST /api/dead-letters/replay`
     Body `{"ids": [...], "reason", "source", "type", "invoice", "older_than", "newer_than",
     "all": false, "set": {"invoice_id": "INV-1"}, "dry_run": false}`: every selector given must
-    match; with none, `"all": true` is required (else 422). `set` edits `data` fields (one of
-    invoice_id, amount, currency, memo, remittance_information, bank_reference, check_number,
-    booked_at, scanned_at); an edit that is unknown or leaves an invalid event is a 422 and
-    nothing moves. Answers `{"matched": n, "moved": n, "dry_run": bool, "ids": [...]}`. Each
-    message is republished to the work queue with confirms before it leaves the dead-letter
-    queue, with `x-payrelay-generation` + 1, `x-payrelay-replayed-by/-at` and, for an edit, the
-    original body in `x-payrelay-original`; the replay is appended to the audit.
+    match; with none, `"all": true` is required (else 422); `ids` take letter ids or event ids.
+    `set` edits `data` fields (`service.dead_letters.EDITABLE`: where the money goes, never
+    `amount` or `currency`); an edit that is not allowed, does not apply to the event's type,
+    leaves an invalid event or targets an event already recorded is a 422 and nothing moves.
+    Answers `{"matched", "moved", "dry_run", "ids" (letter ids), "event_ids", "skipped"}`: send a
+    dry run's `ids` back to act on exactly those letters. Each batch is republished to the work
+    queue with confirms, then marked replayed with its audit row; the copies carry
+    `x-payrelay-generation` + 1, `x-payrelay-replayed-by/-at` and, for an edit, the original body
+    in `x-payrelay-original`.
 
 `POST /api/dead-letters/purge`
     The same selectors, `"dry_run"`, and `"confirm": true` (required unless dry_run, else 422):
-    deletes the matching dead letters for good; audited. Same answer as replay.
+    marks the matching letters purged (never replayed; the body is removed after the retention
+    period); audited. Same answer as replay.
 
 `GET /api/events/lookup?q=<event id or invoice id>`
     An event's story: `{"q", "ledger": [entries whose event_id or invoice_id is q],
-    "dead_letters": [summaries whose id or invoice_id is q], "audit": [records naming q]}`;
-    `dead_letters` is null while the broker is unreachable (the rest is still answered).
+    "dead_letters": [letters of event q or invoice q, in every state], "audit": [records naming
+    q]}`.
 
 `GET /api/audit?limit=`
     `{"audit": [{"id", "at", "actor", "action", "selector", "count", "details"}]}`, newest first

@@ -72,12 +72,13 @@ class SecurityHeaders:
 
 def _token(settings: Settings, allow_no_token_on_loopback: bool) -> str | None:
     token = settings.ops.admin_token.get_secret_value() if settings.ops.admin_token is not None else ""
-    if token:
-        return token
+    if token or settings.ops.operators:
+        return token or None
     if not allow_no_token_on_loopback:
         raise ConfigError(
-            "PAYRELAY_ADMIN_TOKEN is not set: the ops app needs an admin token "
-            "(only `payrelay ops --host 127.0.0.1` may run without one, for local development)"
+            "no operators and no PAYRELAY_ADMIN_TOKEN: the ops app needs credentials "
+            "(`payrelay ops-token NAME` makes an operator's; only `payrelay ops --host 127.0.0.1` "
+            "may run without any, for local development)"
         )
     log.warning("no admin token: the ops app is open to anyone who can reach this loopback address")
     return None
@@ -97,7 +98,7 @@ def create_app(
     `allow_no_token_on_loopback` is for the CLI to pass only when it binds 127.0.0.1, ::1 or
     localhost; the app then requires no sign-in (it cannot see the address it is bound to).
     """
-    auth = Auth(_token(settings, allow_no_token_on_loopback))
+    auth = Auth(_token(settings, allow_no_token_on_loopback), settings.ops.operators)
     topology = settings.broker.topology()
     the_broker = broker or settings.broker.broker("payrelay-ops")
     ops = Ops(settings, topology, the_broker, metrics or create_metrics(), ledger_=ledger, http=http)

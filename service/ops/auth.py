@@ -1,8 +1,12 @@
-"""Who may use the ops app: the admin token as a bearer, or a signed-in browser session; and CSRF.
+"""Who may use the ops app: an operator's token as a bearer, or a signed-in browser session; and CSRF.
 
-- **Bearer** (`Authorization: Bearer <PAYRELAY_ADMIN_TOKEN>`), compared in constant time, for
-  scripts and the JSON API. Browsers never add it on their own, so it needs no CSRF check.
-- **Session cookie** `payrelay_ops`, set by `POST /login` after the token was typed in. Its value
+- **Operators.** Each has a name and a token of their own; the configuration keeps only the
+  token's SHA-256 (`[ops.operators]`, `payrelay ops-token NAME`). The audit's "who" is the
+  operator whose token was presented, never a name the caller supplies. The admin token
+  (`PAYRELAY_ADMIN_TOKEN`) is the bootstrap credential, recorded as "admin".
+- **Bearer** (`Authorization: Bearer <token>`), compared in constant time, for scripts and the
+  JSON API. Browsers never add it on their own, so it needs no CSRF check.
+- **Session cookie** `payrelay_ops`, set by `POST /login` after a token was typed in. Its value
   is a random 256-bit session id; the server keeps only its SHA-256 with the operator's display
   name, a CSRF token and an expiry (12 h), in memory: logging out revokes it, and a restart
   signs everyone out. Attributes: HttpOnly, SameSite=Strict, Path=/, and Secure unless the
@@ -29,7 +33,7 @@ import ipaddress
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -44,7 +48,6 @@ from service.problems import problem
 COOKIE = "payrelay_ops"
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf"
-OPERATOR_HEADER = "x-payrelay-operator"  # a bearer caller's display name for the audit
 SESSION_SECONDS = 12 * 3600
 MAX_SESSIONS = 1000
 MAX_FORM_BYTES = 64 * 1024
@@ -107,23 +110,50 @@ def _digest(session_id: str) -> str:
     return hashlib.sha256(session_id.encode()).hexdigest()
 
 
-class Auth:
-    """The admin token and the signed-in sessions of one process."""
+def token_digest(token: str) -> str:
+    """What the configuration keeps of an operator's token: `sha256:<hex>`.
 
-    def __init__(self, token: str | None, clock: Callable[[], float] = time.monotonic) -> None:
+    Tokens are 256 random bits (`new_token`), so a plain hash is as strong as a slow one here.
+    """
+    return "sha256:" + hashlib.sha256(token.encode(errors="replace")).hexdigest()
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+class Auth:
+    """The operators' token digests, the admin token and the signed-in sessions of one process."""
+
+    def __init__(
+        self,
+        token: str | None,
+        operators: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._token = token.encode() if token else None
+        self._operators = [(digest.encode(), name) for name, digest in (operators or {}).items()]
         self._sessions: dict[str, _Session] = {}
         self._open_csrf = secrets.token_urlsafe(32)
         self._clock = clock
 
     @property
     def required(self) -> bool:
-        return self._token is not None
+        return self._token is not None or bool(self._operators)
 
-    def token_matches(self, candidate: str) -> bool:
-        if self._token is None:
-            return True
-        return hmac.compare_digest(candidate.encode(errors="replace"), self._token)
+    def identify(self, candidate: str) -> str | None:
+        """Whose token this is: an operator's name, "admin" for the admin token, None for no one.
+
+        Every known digest is compared, in constant time, whatever matched before.
+        """
+        digest = token_digest(candidate).encode()
+        found = None
+        for known, name in self._operators:
+            if hmac.compare_digest(digest, known):
+                found = name
+        if self._token is not None and hmac.compare_digest(candidate.encode(errors="replace"), self._token):
+            found = found or "admin"
+        return found
 
     def sign_in(self, name: str) -> str:
         """A new session for `name`; returns the cookie value (the session id)."""
@@ -151,14 +181,13 @@ class Auth:
 
     def operator(self, headers: Headers, cookies: dict[str, str]) -> Operator | None:
         """Who is calling, or None if the credentials are missing or wrong."""
-        if self._token is None:
+        if not self.required:
             return Operator("admin", "open", self._open_csrf)
         authorization = headers.get("authorization")
         if authorization is not None:  # a bearer, right or wrong, decides; a cookie cannot rescue it
             scheme, _, credentials = authorization.partition(" ")
-            if scheme.lower() == "bearer" and self.token_matches(credentials.strip()):
-                return Operator(clean_name(headers.get(OPERATOR_HEADER)), "bearer", None)
-            return None
+            name = self.identify(credentials.strip()) if scheme.lower() == "bearer" else None
+            return None if name is None else Operator(name, "bearer", None)
         session = self._session(cookies.get(COOKIE))
         if session is None:
             return None

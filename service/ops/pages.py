@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from service.broker import BrokerUnavailable
 from service.ops import views
-from service.ops.auth import COOKIE, SESSION_SECONDS, Auth, clean_name, cookie_secure, safe_next
+from service.ops.auth import COOKIE, SESSION_SECONDS, Auth, cookie_secure, safe_next
 from service.ops.dead_letter_pages import DeadLetterPages
 from service.ops.layout import Layout, first, read_form
 from service.ops.operations import BadRequest, Ops
@@ -37,12 +37,10 @@ class Pages:
 
     # -- sign-in -----------------------------------------------------------------------------
 
-    def _login_form(
-        self, request: Request, target: str, error: str = "", name: str = "", status: int = 200
-    ) -> Response:
+    def _login_form(self, request: Request, target: str, error: str = "", status: int = 200) -> Response:
         plain_http = cookie_secure(request) and request.url.scheme == "http"
         return self.layout.page(
-            request, "login.html", status, error=error, next=target, name=name, plain_http=plain_http
+            request, "login.html", status, error=error, next=target, plain_http=plain_http
         )
 
     async def login(self, request: Request) -> Response:
@@ -59,13 +57,13 @@ class Pages:
         target = safe_next(first(form, "next"))
         if not self.auth.required:
             return RedirectResponse(target, status_code=303)
-        name = first(form, "name")
         client = request.client.host if request.client else "unknown"
-        if not self.auth.token_matches(first(form, "token")):
+        name = self.auth.identify(first(form, "token"))  # who signs in is whose token it is
+        if name is None:
             log.warning("failed sign-in from %s", client)
-            return self._login_form(request, target, "That token is not valid.", name[:40], status=401)
+            return self._login_form(request, target, "That token is not valid.", status=401)
         session = self.auth.sign_in(name)
-        log.info("%s signed in from %s", clean_name(name), client)
+        log.info("%r signed in from %s", name, client)
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(
             COOKIE,

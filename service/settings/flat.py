@@ -45,9 +45,10 @@ FLAT: Final[Mapping[str, tuple[str, str]]] = {
     "invoice_pattern": ("consumer", "invoice_pattern"),
     "overpayment": ("consumer", "overpayment"),
     "admin_token": ("ops", "admin_token"),
+    "ops_operators": ("ops", "operators"),
 }
 _BY_PART: Final = {nested: flat for flat, nested in FLAT.items()}
-_LISTS: Final = frozenset({"retry_delays_seconds"})  # given as JSON in the environment
+_LISTS: Final = frozenset({"retry_delays_seconds", "ops_operators"})  # given as JSON in the environment
 
 
 def nest(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -126,5 +126,40 @@ class ConsumerSettings(_Part):
     _check_pattern = field_validator("invoice_pattern")(compiled)
 
 
+_OPERATOR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._@+-]{0,39}", re.ASCII)
+_TOKEN_DIGEST = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
+
+
+def check_operator_name(name: str) -> str:
+    if not _OPERATOR_NAME.fullmatch(name):
+        raise ValueError(
+            f"operator name {name!r}: 1 to 40 letters, digits, spaces or ._@+- , starting with a "
+            "letter or digit"
+        )
+    return name
+
+
 class OpsSettings(_Part):
+    """Who may use the ops app: operators by name with their tokens' digests, and the bootstrap token.
+
+    `operators` maps a name to `sha256:<hex>` of that operator's token (`payrelay ops-token NAME`
+    makes one); the audit names whoever's token was presented. `admin_token` is the bootstrap
+    credential, recorded as "admin".
+    """
+
     admin_token: SecretStr | None = None
+    operators: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("operators")
+    @classmethod
+    def _check_operators(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, digest in value.items():
+            check_operator_name(name)
+            if not _TOKEN_DIGEST.fullmatch(digest):
+                raise ValueError(
+                    f"operator {name!r}: give the token's digest (sha256:<64 hex digits>, as "
+                    "`payrelay ops-token NAME` prints it), never the token itself"
+                )
+        if len(set(value.values())) < len(value):
+            raise ValueError("two operators have the same token: each needs their own")
+        return value
