@@ -34,6 +34,7 @@ class DeadLetter:
     error: str
     attempts: int
     chargebee: dict[str, Any] | None = None
+    invoice_id: str | None = None  # the invoice it was for, when known (found in the remittance, say)
 
 
 @dataclass(frozen=True, slots=True)

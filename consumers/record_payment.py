@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import uuid
@@ -177,6 +178,8 @@ class RecordPaymentWorker:
                 self.topology.retry_tiers,
                 self.rng,
             )
+            if isinstance(disposition, DeadLetter) and stopped.invoice_id is not None:
+                disposition = dataclasses.replace(disposition, invoice_id=stopped.invoice_id)
             if key is not None:
                 await self._note(key, stopped, owner, disposition)
             return disposition
@@ -300,6 +303,8 @@ class RecordPaymentWorker:
         }
         if dead.chargebee is not None:
             headers[messages.CHARGEBEE_ERROR] = orjson.dumps(dead.chargebee).decode()[:4000]
+        if dead.invoice_id is not None:
+            headers[messages.INVOICE] = dead.invoice_id
         await self.broker.publish([self._copy(message, self.topology.dead_letter, "", headers)])
         await message.ack()
         log.warning("dead-lettered %r: %s (%s)", message.message_id, dead.reason, dead.error)

@@ -56,6 +56,7 @@ class Stopped:
     error: PaymentError
     part: str = WHOLE
     claimed: bool = False
+    invoice_id: str | None = None  # the invoice it was being recorded on, named or found
 
 
 @dataclass(slots=True)
@@ -120,10 +121,10 @@ class Recorder:
             try:
                 stored, new = await self._record_part(event, key, part, generation, owner, traceparent)
             except Busy as error:
-                attempt.stopped = Stopped(error, part.name)
+                attempt.stopped = Stopped(error, part.name, invoice_id=part.invoice_id)
                 return attempt
             except PaymentError as error:
-                attempt.stopped = Stopped(error, part.name, claimed=True)
+                attempt.stopped = Stopped(error, part.name, claimed=True, invoice_id=part.invoice_id)
                 return attempt
             attempt.recorded.append((part.name, stored))
             attempt.new += new

@@ -196,7 +196,7 @@ def decode(message_id: str | None, headers: dict[str, Any], body: bytes) -> Lett
         origin=text(headers, messages.SOURCE),
         source=_str(event.get("source")) if event else None,
         type=_str(event.get("type")) if event else None,
-        invoice_id=_str(data.get("invoice_id")),
+        invoice_id=_str(data.get("invoice_id")) or text(headers, messages.INVOICE),
         amount=_str(data.get("amount")),
         currency=_str(data.get("currency")),
         chargebee_error=chargebee if isinstance(chargebee, dict) else None,

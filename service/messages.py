@@ -26,6 +26,9 @@ REASON: Final = "x-payrelay-reason"
 ERROR: Final = "x-payrelay-error"
 FAILED_AT: Final = "x-payrelay-failed-at"
 CHARGEBEE_ERROR: Final = "x-payrelay-chargebee-error"
+# The invoice a dead-lettered payment was for, when the event did not name it (found in the
+# remittance text, or a share of a split payment): people and `--invoice` filters see it.
+INVOICE: Final = "x-payrelay-invoice"
 # Stamped by a replay (SPEC §6).
 REPLAYED_AT: Final = "x-payrelay-replayed-at"
 REPLAYED_BY: Final = "x-payrelay-replayed-by"

@@ -104,18 +104,18 @@ class Pipeline:
 
         async def stored() -> bool:
             nonlocal letters
-            letters = await self._letters().select(None, now=datetime.now(UTC), states=ALL_STATES)
+            letters = await self.letters().select(None, now=datetime.now(UTC), states=ALL_STATES)
             return len(letters) >= count
 
         await until(stored, within=within, what=f"{count} dead letter(s) in the ledger")
         return letters[:count]
 
-    def _letters(self) -> LetterTable:
+    def letters(self) -> LetterTable:
         return self.worker.ledger.letters(self.settings.broker.topology().dead_letter)
 
     async def dead_letter_count(self) -> int:
         """Dead letters waiting in the ledger (the keeper empties the queue)."""
-        return await self._letters().count()
+        return await self.letters().count()
 
     async def queue_depth(self, name: str) -> int:
         channel = await self.amqp.channel()

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 
 import aio_pika
 import orjson
 import pytest
 
+from service.dead_letters import Filter
 from service.sender import example_event
 from tests.factories import new_deposit
 from tests.pipeline import Pipeline, pipeline, until
@@ -184,6 +186,18 @@ async def test_permanent_failures_are_dead_lettered_with_reason(
     [dead] = await pipe.dead_letters(1)
     assert dead.headers["x-payrelay-reason"] == reason
     assert dead.headers["x-payrelay-attempts"] == 1
+
+
+async def test_an_invoice_found_in_the_remittance_is_kept_with_its_dead_letter(pipe: Pipeline) -> None:
+    """The event names no invoice; its remittance does, and Chargebee has none by that number: the
+    letter says which invoice it was for, and `--invoice` finds it."""
+    event = new_deposit(None, remittance="Payment for INV-4040 thanks")
+    await pipe.send(event)
+    [dead] = await pipe.dead_letters(1)
+    assert (dead.reason, dead.invoice_id) == ("invoice_not_found", "INV-4040")
+    assert dead.headers["x-payrelay-invoice"] == "INV-4040"
+    found = await pipe.letters().select(Filter(invoice="INV-4040"), now=datetime.now(UTC))
+    assert [letter.event_id for letter in found] == [event["id"]]
 
 
 async def test_rejection_is_dead_lettered_with_chargebee_error(pipe: Pipeline) -> None:
