@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import ssl
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,6 +20,40 @@ _DRIVERS = {
     "postgresql+asyncpg": "postgresql+asyncpg",
 }
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}\Z")
+# libpq's TLS parameters, read from a PostgreSQL URL's query (asyncpg takes none of them as such).
+_TLS_PARAMETERS = ("sslmode", "sslrootcert", "sslcert", "sslkey")
+_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def tls_for(query: Mapping[str, Any]) -> ssl.SSLContext | str | bool:
+    """asyncpg's `ssl` argument for libpq's `sslmode` (and its certificate files).
+
+    Asking for TLS means verifying it: `require` checks the chain and the host name, as
+    `verify-full` does (libpq's `require` would accept any certificate, which a man in the middle
+    can present); `verify-ca` checks the chain only. `sslrootcert` names the CA file (default:
+    the system's), `sslcert`/`sslkey` a client certificate. `disable` is plain TCP; `allow`,
+    `prefer` and no `sslmode` keep asyncpg's default (TLS if offered, unverified).
+    """
+    mode = str(query.get("sslmode") or "prefer")
+    if mode not in _SSLMODES:
+        raise ValueError(f"sslmode={mode!r}: use one of {', '.join(_SSLMODES)}")
+    if mode == "disable":
+        return False
+    if mode in ("allow", "prefer"):
+        return "prefer"
+    context = ssl.create_default_context(cafile=_one(query, "sslrootcert"))
+    if mode == "verify-ca":
+        context.check_hostname = False  # the chain is still verified: CERT_REQUIRED
+    if (certificate := _one(query, "sslcert")) is not None:
+        context.load_cert_chain(certificate, _one(query, "sslkey"))
+    return context
+
+
+def _one(query: Mapping[str, Any], name: str) -> str | None:
+    value = query.get(name)
+    if isinstance(value, tuple | list):
+        value = value[-1] if value else None
+    return None if value is None else str(value)
 
 
 def async_url(url: str) -> str:
@@ -64,7 +100,9 @@ def engine_for(url: str, schema: str | None, statement_timeout: float) -> AsyncE
         "server_settings": server_settings,
         "command_timeout": statement_timeout + 2,
         "timeout": statement_timeout,
+        "ssl": tls_for(target.query),
     }
+    target = target.difference_update_query(_TLS_PARAMETERS)
     return create_async_engine(
         target, pool_pre_ping=True, pool_timeout=statement_timeout, connect_args=connect_args
     )
