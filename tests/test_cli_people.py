@@ -370,3 +370,25 @@ def test_the_documented_defaults_and_examples_match_the_code() -> None:
     makefile = (ROOT / "Makefile").read_text()
     dev_target = makefile[makefile.index("\ndev:") :]
     assert dev_target.index("management plugin") < dev_target.index(".ci/services")
+
+
+async def test_dev_listens_on_loopback_only(tmp_path: Path) -> None:
+    """dev's secrets and admin token are published in the README: it refuses any other address."""
+    code, _, err = await run("dev", "--host", "0.0.0.0", env=clean_env(), cwd=tmp_path)
+    assert code == 2 and "loopback only" in err
+
+
+async def test_the_sandbox_says_what_it_is_and_never_logs_its_api_key(tmp_path: Path) -> None:
+    key = "sandbox-key-that-must-not-be-logged"
+    process = await asyncio.create_subprocess_exec(
+        PAYRELAY, "sandbox", "--port", str(free_port()), "--api-key", key, env=clean_env(), cwd=tmp_path,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        banner = (await asyncio.wait_for(process.stderr.readline(), 30)).decode()
+    finally:
+        process.terminate()
+        await process.wait()
+    assert "development stand-in, never for real money" in banner
+    assert key not in banner

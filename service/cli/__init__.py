@@ -134,6 +134,16 @@ def cmd_ops(args: argparse.Namespace, settings: Settings) -> int:
     return _serve(app, args.host, args.port)
 
 
+def _loopback(host: str) -> str:
+    if host not in LOOPBACK:
+        raise argparse.ArgumentTypeError(
+            f"{host!r}: payrelay dev signs with published secrets and an admin token anyone can read, "
+            f"so it listens on loopback only ({', '.join(LOOPBACK)}); run the roles on their own to serve "
+            "a network"
+        )
+    return host
+
+
 def _operator_name(text: str) -> str:
     from service.settings.parts import check_operator_name
 
@@ -218,7 +228,16 @@ def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
     from service.chargebee_sandbox import SandboxConfig, create_app
 
     config = SandboxConfig(api_key=args.api_key, latency_ms=args.latency_ms, rate_limit=args.rate_limit)
-    log.info("Chargebee sandbox on http://%s:%d (API key %r)", args.host, args.port, args.api_key)
+    log.info(
+        "Chargebee sandbox on http://%s:%d: a development stand-in, never for real money; anyone who "
+        "reaches it can change its API key, invoices and faults",
+        args.host,
+        args.port,
+    )
+    if args.host not in LOOPBACK:
+        log.warning(
+            "the sandbox listens beyond loopback (%s): keep it off networks you do not trust", args.host
+        )
     return _serve(create_app(config), args.host, args.port)
 
 
@@ -291,7 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.set_defaults(run=cmd_sandbox)
 
     dev = sub.add_parser("dev", help="everything at once against the sandbox and SQLite")
-    dev.add_argument("--host", default="127.0.0.1", help="the address everything listens on")
+    dev.add_argument(
+        "--host",
+        default="127.0.0.1",
+        type=_loopback,
+        help="the loopback address everything listens on (dev's secrets and token are published)",
+    )
     dev.add_argument(
         "--port", type=int, default=8080, help="the receiver's port; ops +1, sandbox +10, consumer +1022"
     )
