@@ -64,6 +64,7 @@ CLEARED: Final = (
 SELECTORS: Final = ("reason", "source", "type", "invoice", "older_than", "newer_than")
 AGES: Final = ("older_than", "newer_than")
 
+MAX_AGE: Final = timedelta(days=36_500)  # a century: an age filter reaching before 1926 is a typo
 _AGE = re.compile(r"^\s*([0-9]+)\s*([smhd]?)\s*\Z", re.ASCII)
 _AGE_UNITS = {"s": "seconds", "": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 _RABBITMQ_REASONS = {
@@ -88,7 +89,13 @@ def parse_age(value: str | None) -> timedelta | None:
     match = _AGE.match(value)
     if match is None:
         raise FilterError(f"{value!r} is not an age such as 90s, 30m, 2h or 7d")
-    return timedelta(**{_AGE_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        age = timedelta(**{_AGE_UNITS[match.group(2)]: int(match.group(1))})
+    except OverflowError:
+        age = MAX_AGE * 2
+    if age > MAX_AGE:
+        raise FilterError(f"{value!r} is longer than any letter can be old (at most {MAX_AGE.days}d)")
+    return age
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,6 +80,13 @@ def test_an_empty_age_is_no_filter(text: str | None) -> None:
     assert parse_age(text) is None
 
 
+@pytest.mark.parametrize("text", ["36501d", "9999999999d", "99999999999999999999s"])
+def test_an_age_beyond_a_century_is_refused_not_an_overflow(text: str) -> None:
+    """`?older_than=9999999999d` was a 500 (OverflowError); now it is a clear refusal (a 422)."""
+    with pytest.raises(FilterError, match="at most 36500d"):
+        parse_age(text)
+
+
 @pytest.mark.parametrize("text", ["2w", "-1h", "1.5h", "h", "2 weeks", "1h30m", "١h", "𝟗s"])
 def test_an_unreadable_age_is_refused_with_the_forms_it_takes(text: str) -> None:
     with pytest.raises(FilterError, match="such as 90s, 30m, 2h or 7d"):

@@ -70,6 +70,13 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
+class OpsApp(Starlette):
+    """Starlette with the security headers outermost: on a 500 from its error middleware too."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeaders(super().build_middleware_stack())
+
+
 def _token(settings: Settings, allow_no_token_on_loopback: bool) -> str | None:
     token = settings.ops.admin_token.get_secret_value() if settings.ops.admin_token is not None else ""
     if token or settings.ops.operators:
@@ -144,7 +151,7 @@ def create_app(
             return layout.message(request, 404, "Not found", "There is nothing here.", "/")
         return layout.message(request, exc.status_code, str(exc.detail), str(exc.detail), "/")
 
-    app = Starlette(
+    app = OpsApp(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
@@ -153,7 +160,7 @@ def create_app(
             *Api(ops).routes(),
             *pages.routes(),
         ],
-        middleware=[Middleware(SecurityHeaders), Middleware(AuthMiddleware, auth=auth)],
+        middleware=[Middleware(AuthMiddleware, auth=auth)],
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
     )

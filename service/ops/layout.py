@@ -43,11 +43,19 @@ def templates(directory: Path = TEMPLATES) -> Jinja2Templates:
 
 
 async def read_form(request: Request) -> Form:
-    """An urlencoded form (python-multipart is not a dependency; these forms are small and flat)."""
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise BadRequest("the form is too large")
-    return parse_qs(body.decode(errors="replace"), max_num_fields=200)
+    """An urlencoded form (python-multipart is not a dependency; these forms are small and flat).
+
+    Read as it streams in and refused as soon as it passes MAX_FORM_BYTES: a huge body (chunked,
+    so no Content-Length to refuse it by) must not be held in memory first.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_FORM_BYTES:
+            raise BadRequest("the form is too large")
+        chunks.append(chunk)
+    return parse_qs(b"".join(chunks).decode(errors="replace"), max_num_fields=200)
 
 
 def first(form: Form, name: str) -> str:
