@@ -23,7 +23,8 @@ import orjson
 import pytest
 
 from service.broker import Broker, declare_once
-from service.ledger import Ledger
+from service.ledger import Ledger, Recorded
+from service.messages import DEAD_LETTER_REASONS
 from service.ops.app import create_app
 from service.ops.auth import new_token, token_digest
 from service.queue_stats import queue_stats
@@ -40,8 +41,10 @@ OPERATOR_TOKENS = {name: new_token() for name in ("Alice", "Bob", "Carol", "Dana
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]*)">')
 
 
-def event(event_id: str, *, type_: str = "bank.deposit", invoice: str | None = "INV-1001") -> dict[str, Any]:
-    data: dict[str, Any] = {"amount": "25.00", "currency": "USD"}
+def event(
+    event_id: str, *, type_: str = "bank.deposit", invoice: str | None = "INV-1001", amount: str = "25.00"
+) -> dict[str, Any]:
+    data: dict[str, Any] = {"amount": amount, "currency": "USD"}
     if type_ == "bank.deposit":
         data |= {"booked_at": "2024-05-01T10:00:00Z", "bank_reference": f"REF-{event_id}"}
     else:
@@ -94,9 +97,10 @@ class Harness:
         invoice: str | None = "INV-1001",
         failed_at: str | None = None,
         chargebee: dict[str, Any] | None = None,
+        amount: str = "25.00",
     ) -> bytes:
         """Dead-letter an event as the consumer does; returns the body."""
-        body = orjson.dumps(event(event_id, type_=type_, invoice=invoice))
+        body = orjson.dumps(event(event_id, type_=type_, invoice=invoice, amount=amount))
         headers: dict[str, Any] = {
             "x-payrelay-source": origin,
             "x-payrelay-reason": reason,
@@ -158,6 +162,31 @@ class Harness:
         match = CSRF_META.search(page)
         assert match is not None
         return cookie, match.group(1)
+
+
+async def settle(
+    ledger: Ledger,
+    event_id: str,
+    *,
+    invoice: str | None = "INV-1001",
+    failures: tuple[tuple[str | None, str], ...] = (),
+    amount: int | None = None,
+    currency: str = "USD",
+) -> None:
+    """A payment in the ledger as the consumer leaves it: each failure in turn, as (reason, error)
+    (no reason: transient, waiting for a retry), then, given an `amount` in minor units, recorded."""
+    key = ("acme-bank", "urn:acme:core-banking", event_id)
+    for reason, error in failures:
+        await ledger.claim(key, owner="test", lease_seconds=30, invoice_id=invoice)
+        await ledger.record_failure(key, owner="test", error=error, reason=reason, final=reason is not None)
+    if amount is not None:
+        assert invoice is not None
+        await ledger.claim(key, owner="test", lease_seconds=30, invoice_id=invoice)
+        recorded = Recorded(
+            transaction_id=f"txn_{event_id}", invoice_id=invoice, invoice_status="paid", amount_due=0,
+            amount=amount, currency=currency, recorded_at=datetime.now(UTC), confirmation=b"{}",
+        )  # fmt: skip
+        await ledger.record_success(key, recorded, owner="test")
 
 
 def moved_of(outcome: dict[str, Any]) -> tuple[int, int, bool, list[str]]:
@@ -516,6 +545,22 @@ async def test_list_with_each_filter(harness: Harness) -> None:
     assert len(re.findall(r'href="/dead-letters/dl-[0-9]+"', page)) == 2  # each letter by its own id
 
 
+async def test_the_pages_reason_filter_is_a_choice_of_the_known_reasons(harness: Harness) -> None:
+    await harness.dead_letter("evt-a")
+    await harness.dead_letter("evt-b", reason="overpayment")
+    status, _, page = await harness.request("GET", "/dead-letters?reason=overpayment")
+    assert status == 200
+    select = re.search(r'<select id="f-reason" name="reason">(.*?)</select>', page)
+    assert select is not None
+    assert re.findall(r'<option value="([^"]*)"', select.group(1)) == ["", *DEAD_LETTER_REASONS]
+    assert '<option value="">Any</option>' in select.group(1)
+    assert '<option value="overpayment" selected>' in select.group(1)
+    assert re.findall(r'data-event-id="([^"]+)"', page) == ["evt-b"]
+    status, _, page = await harness.request("GET", "/dead-letters?reason=voided")
+    assert status == 422
+    assert "unknown reason &#39;voided&#39;; the reasons are: invalid_event, unmatched_invoice" in page
+
+
 async def test_detail(harness: Harness) -> None:
     body = await harness.dead_letter("evt-1", chargebee={"api_error_code": "resource_not_found"})
     status, detail = await harness.api("GET", "/api/dead-letters/evt-1")
@@ -698,11 +743,14 @@ async def test_page_actions_preview_then_act_with_the_operator_in_the_audit(harn
     status, _, _ = await post(action="purge", mode="run", reason="invalid_event")  # box not ticked
     assert status == 200
     assert await harness.waiting() == 2
+    _, _, detail = await harness.request("GET", "/dead-letters/evt-1")
+    letter_id = re.findall(r'name="ids" value="(dl-[0-9]+)"', detail)[0]
     status, _, page = await post(
-        action="replay", mode="run", ids="evt-1", field="invoice_id", value="bad id!"
+        action="replay", mode="run", ids=letter_id, field="invoice_id", value="bad id!"
     )
     assert status == 422
     assert "Nothing was changed" in page
+    assert f'<a href="/dead-letters/{letter_id}">Back to the dead letter</a>' in page  # not the list
     assert await harness.waiting() == 2
 
     status, headers, _ = await post(action="purge", mode="run", reason="invalid_event", confirm="yes")
@@ -762,6 +810,30 @@ async def test_lookup_tells_an_events_story(harness: Harness) -> None:
     assert "invoice INV-77 not found" in page
     status, problem = await harness.api("GET", "/api/events/lookup?q=")
     assert status == 422
+
+
+async def test_a_recorded_event_shows_its_state_first_and_its_failures_as_history(harness: Harness) -> None:
+    """The issue's event: voided, dead-lettered, replayed, then recorded. The page leads with
+    "recorded" and its transaction; the failure and the replayed letter are history."""
+    ledger = await Ledger.open(harness.settings.ledger.url)
+    try:
+        voided = (("invoice_not_payable", "invoice INV-1042 is voided"),)
+        await settle(ledger, "evt-7", invoice="INV-1042", failures=voided)
+        await harness.dead_letter("evt-7", reason="invoice_not_payable", invoice="INV-1042")
+        status, _ = await harness.api("POST", "/api/dead-letters/replay", {"ids": ["evt-7"]})
+        assert status == 200
+        await settle(ledger, "evt-7", invoice="INV-1042", amount=2500)
+    finally:
+        await ledger.close()
+    status, _, page = await harness.request("GET", "/lookup?q=INV-1042")
+    assert status == 200
+    current, history = page.split('<h2 id="history-heading">History</h2>')
+    ledger_rows = current.split('id="ledger-table"')[1]
+    assert '<span class="badge good">recorded</span>' in ledger_rows and "txn_evt-7" in ledger_rows
+    assert "invoice_not_payable" not in current and "voided" not in current
+    assert "Waiting in the dead letters" not in current  # nothing waits
+    assert "invoice_not_payable" in history and "invoice INV-1042 is voided" in history
+    assert 'data-letter-state="replayed"' in history.split('id="settled-table"')[1]
 
 
 # -- queues and the dashboard -----------------------------------------------------------------
@@ -834,6 +906,42 @@ async def test_queue_stats_without_the_management_api(
         await broker.stop()
 
 
+async def test_the_overview_tells_chargebee_errors_from_dead_letters(harness: Harness) -> None:
+    """`chargebee_error_rate` counts only payments whose outcome was Chargebee's; `dead_letter_rate`
+    every dead letter; recent outcomes carry what was recorded, shown in major units."""
+    ledger = await Ledger.open(harness.settings.ledger.url)
+    try:
+        for n in range(3):
+            await settle(ledger, f"evt-ok-{n}", amount=2500)
+        await settle(ledger, "evt-big", invoice="INV-1042", amount=9_999_999_900)
+        await settle(ledger, "evt-nomatch", invoice=None, failures=(("unmatched_invoice", "no invoice id"),))
+        await settle(ledger, "evt-void", failures=(("invoice_not_payable", "invoice INV-1001 is voided"),))
+        await settle(ledger, "evt-503", failures=((None, "Chargebee answered 503"),))
+        gave_up = ((None, "Chargebee answered 503"), ("retries_exhausted", "503, five times"))
+        await settle(ledger, "evt-gave-up", failures=gave_up)
+    finally:
+        await ledger.close()
+    status, overview = await harness.api("GET", "/api/overview")
+    assert status == 200
+    assert overview["ledger"]["counts"] == {"recorded": 4, "failed": 1, "dead_lettered": 3}
+    # Chargebee: the retrying one and the one that ran out of retries, of 6 that reached it.
+    assert overview["ledger"]["reached_chargebee"] == 6
+    assert overview["chargebee_error_rate"] == 0.3333
+    assert overview["dead_letter_rate"] == 0.375  # 3 of 8 settled, whatever the reason
+    recent = {r["event_id"]: r for r in overview["recent"]}
+    assert (recent["evt-big"]["amount"], recent["evt-big"]["currency"]) == (9_999_999_900, "USD")
+    assert (recent["evt-void"]["amount"], recent["evt-void"]["currency"]) == (None, None)
+
+    status, _, page = await harness.request("GET", "/")
+    errors = re.search(r'<div class="card" id="card-errors">(.*?)</div>', page, re.S)
+    dead = re.search(r'<div class="card" id="card-dead-letter-rate">(.*?)</div>', page, re.S)
+    assert errors is not None and dead is not None
+    assert "Chargebee error rate" in errors.group(1) and ">33.3%<" in errors.group(1)
+    assert '<span data-summary="reached">6 payments</span> that reached it' in errors.group(1)
+    assert "payrelay dead-letter rate" in dead.group(1) and ">37.5%<" in dead.group(1)
+    assert '<td class="num nowrap">99999999.00 USD</td>' in page
+
+
 async def test_dashboard_shows_depths_with_stable_hooks(harness: Harness) -> None:
     await harness.dead_letter("evt-1")
     await harness.dead_letter("evt-2")
@@ -889,12 +997,13 @@ async def test_text_from_messages_and_query_strings_is_escaped(harness: Harness)
     for path in (
         "/dead-letters",
         f"/dead-letters/{quoted}",
-        f"/dead-letters?source=%3Cscript%3Ealert(1)%3C/script%3E&reason={quoted}",
+        "/dead-letters?source=%3Cscript%3Ealert(1)%3C/script%3E",
+        f"/dead-letters?reason={quoted}",  # refused (not a known reason), and quoted as text
         f"/lookup?q={quoted}",
         "/lookup?q=%22%3E%3Cscript%3Ealert(1)%3C/script%3E",
     ):
         status, _, page = await harness.request("GET", path)
-        assert status == 200, path
+        assert status == (422 if "reason=" in path else 200), path
         assert attack not in page, path
         assert escaped in page, path
     status, _, page = await harness.request("GET", "/lookup?q=%22%3E%3Cscript%3Ealert(1)%3C/script%3E")

@@ -8,6 +8,7 @@ detail, the bulk form, the preview) are here; the rows they share with other pag
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -25,9 +26,23 @@ from service.ops.api import query_filter
 from service.ops.auth import Operator
 from service.ops.layout import Form, Layout, first, read_form
 from service.ops.operations import DEFAULT_LIST_LIMIT, BadRequest, Ops, PurgeRequest, ReplayRequest
-from service.ops.views import Cell, LetterRow, Option
+from service.ops.views import Cell, LetterRow
 
 EVENT_TYPES = (("", "Any"), ("bank.deposit", "bank.deposit"), ("check.scan", "check.scan"))
+REASONS = (("", "Any"), *((reason, reason) for reason in DEAD_LETTER_REASONS))
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One choice of a `<select>`."""
+
+    value: str
+    label: str
+    selected: bool = False
+
+
+def options(values: Iterable[tuple[str, str]], selected: str | None) -> list[Option]:
+    return [Option(value, label, value == selected) for value, label in values]
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +130,7 @@ def letter_detail(letter: Letter) -> LetterDetail:
         reason=letter.reason,
         error=letter.error,
         facts=facts(letter),
-        fields=tuple(views.options(((f, f) for f in EDITABLE), "invoice_id")),
+        fields=tuple(options(((f, f) for f in EDITABLE), "invoice_id")),
         edit_value=letter.invoice_id or "",
         chargebee_error=None if letter.chargebee_error is None else pretty(letter.chargebee_error),
         event=pretty(letter.event) if letter.event is not None else letter.body,
@@ -132,6 +147,12 @@ def bulk(params: QueryParams, selector: Filter | None) -> Bulk:
     return Bulk(tuple(fields), scope)
 
 
+def known_reason(reason: str | None) -> None:
+    """A reason the list's filter offers (or none); another could only ever match nothing."""
+    if reason and reason not in DEAD_LETTER_REASONS:
+        raise BadRequest(f"unknown reason {reason!r}; the reasons are: {', '.join(DEAD_LETTER_REASONS)}")
+
+
 def notice(done: str | None, n: str | None) -> str:
     """What the list says after a confirmed action redirected to it; "" when nothing was done."""
     if done not in ("replayed", "purged") or not (n or "").isdigit():
@@ -139,6 +160,15 @@ def notice(done: str | None, n: str | None) -> str:
     moved = int(n or 0)
     where = " to the work queue" if done == "replayed" else ""
     return f"{done.capitalize()} {moved} {views.dead_letters_noun(moved)}{where}."
+
+
+def came_from(form: Form) -> str:
+    """The page an action was posted from: one letter's page, or the list with its filter."""
+    ids = [i for i in form.get("ids", []) if i]
+    if len(ids) == 1:
+        return views.detail_href(ids[0])
+    filters = [(f, first(form, f)) for f in SELECTORS if first(form, f)]
+    return f"/dead-letters?{urlencode(filters)}" if filters else "/dead-letters"
 
 
 def kept_fields(form: Form, outcome: Outcome, edits: dict[str, str]) -> tuple[tuple[str, str], ...]:
@@ -157,6 +187,7 @@ class DeadLetterPages:
     async def index(self, request: Request) -> Response:
         params = request.query_params
         try:
+            known_reason(params.get("reason"))
             selector = query_filter(params)
             raw_limit = params.get("limit") or str(DEFAULT_LIST_LIMIT)
             if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
@@ -170,8 +201,8 @@ class DeadLetterPages:
             "dead_letters.html",
             notice=notice(params.get("done"), params.get("n")),
             filters={f: params.get(f, "") for f in SELECTORS},
-            reasons=DEAD_LETTER_REASONS,
-            types=views.options(EVENT_TYPES, params.get("type")),
+            reasons=options(REASONS, params.get("reason")),
+            types=options(EVENT_TYPES, params.get("type")),
             limit=limit,
             rows=views.letter_rows(letters),
             in_queue=await self.ops.letters.count(),
@@ -188,8 +219,10 @@ class DeadLetterPages:
 
     async def action(self, request: Request) -> Response:
         operator: Operator = request.state.operator
+        back = "/dead-letters"  # where a refusal's page leads: to what the action came from
         try:
             form = await read_form(request)
+            back = came_from(form)
             kind, mode = first(form, "action"), first(form, "mode")
             selection: dict[str, Any] = {f: first(form, f) or None for f in SELECTORS}
             selection["ids"] = [i for i in form.get("ids", []) if i]
@@ -217,9 +250,9 @@ class DeadLetterPages:
                 f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
                 for e in exc.errors(include_input=False, include_url=False)
             )
-            return self.layout.message(request, 422, "Nothing was changed", problems)
+            return self.layout.message(request, 422, "Nothing was changed", problems, back)
         except (EditError, BadRequest) as exc:
-            return self.layout.message(request, 422, "Nothing was changed", str(exc))
+            return self.layout.message(request, 422, "Nothing was changed", str(exc), back)
 
     def _preview(
         self, request: Request, kind: str, form: Form, outcome: Outcome, edits: dict[str, str]

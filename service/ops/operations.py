@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
+import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.broker import Broker, BrokerUnavailable
@@ -21,6 +22,8 @@ from service.dead_letter_store import DeadLetterStore
 from service.dead_letters import SELECTORS, Filter, FilterError, Letter, Outcome, parse_age
 from service.ledger import AuditRecord, Entry, Ledger
 from service.ledger.letters import letter_number
+from service.ledger.records import to_entry
+from service.ledger.tables import KEY_COLUMNS, LEDGER, utc
 from service.messages import rfc3339
 from service.metrics import Metrics
 from service.queue_stats import QueueStat, queue_stats
@@ -30,6 +33,7 @@ from service.topology import Topology
 log = logging.getLogger("payrelay.ops")
 
 DEFAULT_LIST_LIMIT = 100
+LETTER_STATES = ("dead", "replayed", "purged")  # a story tells of every letter, settled or not
 RECENT_OUTCOMES = 20
 
 
@@ -134,8 +138,10 @@ class Ops:
             stats: list[QueueStat] | None = await self.queues()
         except BrokerUnavailable:
             stats = None
-        counts = await self.ledger.counts_since(since)
-        recent = await self.ledger.recent(RECENT_OUTCOMES)
+        outcomes = await outcomes_since(self.ledger, since)
+        counts: dict[str, int] = {}
+        for (state, _), n in outcomes.items():
+            counts[state] = counts.get(state, 0) + n
         work = next((s for s in stats or [] if s.name == self.topology.work_queue), None)
         return {
             "generated_at": rfc3339(now),
@@ -144,9 +150,14 @@ class Ops:
             "consumers": work.consumers if work else None,
             "consumers_healthy": bool(work and work.consumers > 0),
             "dead_letters": waiting,
-            "ledger": {"since": rfc3339(since), "counts": counts},
-            "chargebee_error_rate": error_rate(counts),
-            "recent": [e.as_dict() for e in recent],
+            "ledger": {
+                "since": rfc3339(since),
+                "counts": counts,
+                "reached_chargebee": reached_chargebee(outcomes)[1],
+            },
+            "chargebee_error_rate": error_rate(outcomes),
+            "dead_letter_rate": dead_letter_rate(counts),
+            "recent": await recent_outcomes(self.ledger, RECENT_OUTCOMES),
         }
 
     async def list_dead_letters(self, selector: Filter | None, limit: int) -> list[Letter]:
@@ -188,9 +199,12 @@ class Ops:
         for entry in await self.ledger.find(invoice_id=query):
             entries.setdefault(entry.key, entry)
         audit = [r for r in await self.ledger.audit(limit=1000) if _mentions(r, query)]
-        letters = {letter.id: letter for letter in await self.letters.show(query)}
-        for letter in await self.letters.browse(Filter(invoice=query), limit=1000):
-            letters.setdefault(letter.id, letter)
+        found = await self.letters.show(query)  # first: it takes in what the queue still holds
+        now, table = datetime.now(UTC), self.letters.table
+        found += await table.select(Filter(invoice=query), now=now, limit=1000, states=LETTER_STATES)
+        if event_ids := tuple({key[2] for key in entries}):  # their letters may name no invoice
+            found += await table.select(Filter(ids=event_ids), now=now, limit=1000, states=LETTER_STATES)
+        letters = {letter.id: letter for letter in found}
         return Story(
             query=query,
             entries=list(entries.values()),
@@ -234,13 +248,73 @@ def _mentions(record: AuditRecord, query: str) -> bool:
     return query in ids or query in edits.values() or query in named
 
 
-def error_rate(counts: dict[str, int]) -> float | None:
-    """Share of the last hour's settled events that Chargebee did not take (None: nothing settled).
+# Why a payment stopped when it is Chargebee that failed, not the message: Chargebee refused the
+# call (any 400/422 but the invoice's own problems), kept failing until the retries ran out (429,
+# 5xx, timeouts, no connection), or answered 200 unreadably and the payment is not there.
+CHARGEBEE_FAILURES = frozenset({"rejected_by_chargebee", "retries_exhausted", "outcome_unknown"})
+Outcomes = dict[tuple[str, str | None], int]  # (state, reason) -> payments
 
-    Failed (waiting for a retry) and dead-lettered count as errors, recorded as success; events
-    still in progress are left out. Dead letters for reasons found before any call (an invalid
-    event, no invoice) count too: the ledger does not tell them apart by state.
+
+def reached_chargebee(outcomes: Outcomes) -> tuple[int, int]:
+    """(failed, reached): the payments Chargebee failed, of those whose outcome was Chargebee's.
+
+    Failed: waiting for a retry (`failed`: the last call failed) or dead-lettered for a reason in
+    `CHARGEBEE_FAILURES`. Reached: those, plus the payments Chargebee recorded. Payments stopped
+    by payrelay's own checks or by the invoice (invalid_event, unmatched_invoice,
+    invoice_not_found, invoice_not_payable, currency_mismatch, overpayment, RabbitMQ's
+    delivery_limit_exceeded) are in neither: they say nothing about Chargebee, and the
+    dead-letter rate counts them. Payments still in progress are left out.
     """
-    bad = counts.get("failed", 0) + counts.get("dead_lettered", 0)
-    settled = bad + counts.get("recorded", 0)
-    return round(bad / settled, 4) if settled else None
+    failed = sum(
+        n
+        for (state, reason), n in outcomes.items()
+        if state == "failed" or (state == "dead_lettered" and reason in CHARGEBEE_FAILURES)
+    )
+    recorded = sum(n for (state, _), n in outcomes.items() if state == "recorded")
+    return failed, failed + recorded
+
+
+def error_rate(outcomes: Outcomes) -> float | None:
+    """Chargebee's own error rate, 0..1: failed over reached (`reached_chargebee`); None if none."""
+    failed, reached = reached_chargebee(outcomes)
+    return round(failed / reached, 4) if reached else None
+
+
+def dead_letter_rate(counts: dict[str, int]) -> float | None:
+    """payrelay's dead-letter rate, 0..1: of the settled payments (recorded, failed, dead-lettered),
+    those now dead-lettered, for any reason. None when nothing settled."""
+    dead = counts.get("dead_lettered", 0)
+    settled = dead + counts.get("recorded", 0) + counts.get("failed", 0)
+    return round(dead / settled, 4) if settled else None
+
+
+async def outcomes_since(ledger: Ledger, since: datetime) -> Outcomes:
+    """(state, reason) -> payments last updated at or after `since`.
+
+    `Ledger.counts_since` counts by state only and the error rate needs the reasons, so this reads
+    the ledger's table through its engine: a read-only query that belongs in `Ledger` (to move).
+    """
+    query = (
+        sa.select(LEDGER.c.state, LEDGER.c.reason, sa.func.count())
+        .where(LEDGER.c.updated_at >= utc(since))
+        .group_by(LEDGER.c.state, LEDGER.c.reason)
+    )
+    async with ledger._engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return {(state, reason): n for state, reason, n in rows}
+
+
+async def recent_outcomes(ledger: Ledger, limit: int) -> list[dict[str, Any]]:
+    """The latest ledger entries, newest first: `Entry.as_dict()` plus the recorded `amount`
+    (minor units) and `currency`, both null until Chargebee has recorded the payment.
+
+    `Ledger.recent` with the two columns `Entry` does not carry yet (to move into `Ledger`).
+    """
+    query = (
+        sa.select(LEDGER)
+        .order_by(LEDGER.c.updated_at.desc(), *(LEDGER.c[n] for n in KEY_COLUMNS))
+        .limit(limit)
+    )
+    async with ledger._engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return [{**to_entry(row).as_dict(), "amount": row.amount, "currency": row.currency} for row in rows]

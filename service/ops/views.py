@@ -17,6 +17,7 @@ from urllib.parse import quote, urlencode
 import orjson
 
 from service.dead_letters import Letter
+from service.money import AmountError, to_major_string
 from service.ops.operations import Story
 
 DASH = "—"
@@ -48,6 +49,20 @@ def short(text: str, limit: int) -> str:
 
 def dead_letters_noun(n: int) -> str:
     return "dead letter" if n == 1 else "dead letters"
+
+
+def payments(n: int) -> str:
+    return f"{n} payment" if n == 1 else f"{n} payments"
+
+
+def money(minor: int | None, currency: str | None) -> str:
+    """Minor units as people read them: 2500 USD -> "25.00 USD" (— when nothing was recorded)."""
+    if minor is None or not currency:
+        return DASH
+    try:
+        return f"{to_major_string(minor, currency)} {currency}"
+    except AmountError:  # a currency payrelay does not know: say what the figure is
+        return f"{minor} {currency} (minor units)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,17 +102,6 @@ def state_badge(state: str) -> Badge:
     return Badge(state.replace("_", " "), STATE_TONE.get(state, "info"))
 
 
-@dataclass(frozen=True, slots=True)
-class Option:
-    value: str
-    label: str
-    selected: bool = False
-
-
-def options(values: Iterable[tuple[str, str]], selected: str | None) -> list[Option]:
-    return [Option(value, label, value == selected) for value, label in values]
-
-
 # -- the dashboard ----------------------------------------------------------------------------
 
 
@@ -124,6 +128,7 @@ class RecentRow:
     event: Cell
     origin: str
     invoice: Cell
+    amount: str  # recorded, in major units with the currency
     state: Badge
     attempts: int
     detail: str
@@ -144,8 +149,10 @@ class Dashboard:
     dead_letters: str
     work_ready: str
     work_unacked: str
-    error_rate: str
-    settled: int
+    error_rate: str  # Chargebee's own: payments it failed, of those that reached it
+    reached: str  # "3 payments"
+    dead_letter_rate: str  # payrelay's: payments dead-lettered for any reason, of those settled
+    settled: str
     queues: tuple[QueueRow, ...]
     management: bool  # False: unacked counts and rates cannot be known
     counts: tuple[LedgerCount, ...]
@@ -173,6 +180,7 @@ def recent_row(entry: dict[str, Any]) -> RecentRow:
         event=lookup_link(entry["event_id"]),
         origin=entry["origin"],
         invoice=lookup_link(entry.get("invoice_id")),
+        amount=money(entry.get("amount"), entry.get("currency")),
         state=state_badge(entry["state"]),
         attempts=entry["attempts"],
         detail=short(detail, 80),
@@ -186,7 +194,8 @@ def dashboard(
     """The dashboard from `Ops.overview()`; `watched` is (queue, label) of each queue shown, in order."""
     known = {q["name"]: q for q in overview["queues"]}
     work: dict[str, Any] = next((q for q in overview["queues"] if q["role"] == "work"), {})
-    counts: dict[str, int] = overview["ledger"]["counts"]
+    ledger: dict[str, Any] = overview["ledger"]
+    counts: dict[str, int] = ledger["counts"]
     healthy = overview["consumers_healthy"]
     dead = overview["dead_letters"]
     return Dashboard(
@@ -201,7 +210,9 @@ def dashboard(
         work_ready=count(work.get("ready")),
         work_unacked=count(work.get("unacked")),
         error_rate=percent(overview["chargebee_error_rate"]),
-        settled=sum(counts.get(s, 0) for s in ("recorded", "failed", "dead_lettered")),
+        reached=payments(ledger["reached_chargebee"]),
+        dead_letter_rate=percent(overview["dead_letter_rate"]),
+        settled=payments(sum(counts.get(s, 0) for s in ("recorded", "failed", "dead_lettered"))),
         queues=tuple(queue_row(name, label, known.get(name), prefix) for name, label in watched),
         management=management,
         counts=tuple(LedgerCount(state, label, counts.get(state, 0)) for state, label in LEDGER_STATES),
@@ -264,15 +275,27 @@ def letter_rows(letters: Iterable[Letter]) -> list[LetterRow]:
 
 @dataclass(frozen=True, slots=True)
 class EntryRow:
+    """A payment as the ledger has it now; a recorded one shows no reason or error (see `Earlier`)."""
+
     updated: Cell
     event_id: str
     origin: str
     state: Badge
-    invoice: str
+    invoice: Cell
     attempts: int
     transaction: str
     reason: str
     last_error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Earlier:
+    """A failure a payment had before Chargebee recorded it (the ledger keeps the last one)."""
+
+    event_id: str
+    invoice: str
+    reason: str
+    error: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,36 +310,64 @@ class AuditRow:
 
 @dataclass(frozen=True, slots=True)
 class Lookup:
-    """An event's story: `dead_letters` is None when the broker could not be asked."""
+    """An event's story, the current state first, then its history.
+
+    Current: the ledger's entries and the dead letters still waiting. History: the failures of
+    payments since recorded, the dead letters replayed or purged, and the audit. The letter lists
+    are None when the letters could not be read.
+    """
 
     entries: list[EntryRow]
-    dead_letters: list[LetterRow] | None
+    waiting: list[LetterRow] | None
+    earlier: list[Earlier]
+    settled: list[LetterRow] | None  # replayed or purged
     audit: list[AuditRow]
 
 
 def lookup(story: Story) -> Lookup:
+    entries = [e.as_dict() for e in story.entries]
+    letters = story.dead_letters
     return Lookup(
-        entries=entry_rows(e.as_dict() for e in story.entries),
-        dead_letters=None if story.dead_letters is None else letter_rows(story.dead_letters),
+        entries=entry_rows(entries),
+        waiting=None if letters is None else letter_rows(d for d in letters if d.state == "dead"),
+        earlier=earlier_failures(entries),
+        settled=None if letters is None else letter_rows(d for d in letters if d.state != "dead"),
         audit=audit_rows(r.as_dict() for r in story.audit),
     )
 
 
 def entry_rows(entries: Iterable[dict[str, Any]]) -> list[EntryRow]:
-    """Ledger entries (as `Entry.as_dict()` gives them) for the lookup page."""
+    """Ledger entries (as `Entry.as_dict()` gives them) as they stand now, for the lookup page."""
+    rows = []
+    for e in entries:
+        now = e["state"] != "recorded"  # a recorded entry's reason and error are history
+        rows.append(
+            EntryRow(
+                updated=when(e["updated_at"]),
+                event_id=e["event_id"],
+                origin=e["origin"],
+                state=state_badge(e["state"]),
+                invoice=lookup_link(e.get("invoice_id")),
+                attempts=e["attempts"],
+                transaction=e.get("transaction_id") or DASH,
+                reason=(e.get("reason") if now else None) or DASH,
+                last_error=short((e.get("last_error") if now else None) or DASH, 120),
+            )
+        )
+    return rows
+
+
+def earlier_failures(entries: Iterable[dict[str, Any]]) -> list[Earlier]:
+    """What recorded entries failed with before they were recorded (their reason and error stay)."""
     return [
-        EntryRow(
-            updated=when(e["updated_at"]),
+        Earlier(
             event_id=e["event_id"],
-            origin=e["origin"],
-            state=state_badge(e["state"]),
             invoice=e.get("invoice_id") or DASH,
-            attempts=e["attempts"],
-            transaction=e.get("transaction_id") or DASH,
             reason=e.get("reason") or DASH,
-            last_error=short(e.get("last_error") or DASH, 120),
+            error=short(e.get("last_error") or DASH, 120),
         )
         for e in entries
+        if e["state"] == "recorded" and (e.get("reason") or e.get("last_error"))
     ]
 
 
