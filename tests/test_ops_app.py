@@ -201,6 +201,8 @@ def ops_settings(prefix: str, tmp_path: Path, **overrides: Any) -> Settings:
         "ops_operators": {name: token_digest(token) for name, token in OPERATOR_TOKENS.items()},
         "ledger_url": f"sqlite:///{tmp_path}/ledger.db",
         "amqp_management_url": MANAGEMENT_URL,
+        # Loopback, and the name a TLS proxy in front would use (the Secure-cookie test).
+        "ops_trusted_hosts": ["127.0.0.1", "localhost", "::1", "ops.example.com"],
     }
     values.update(overrides)
     return make_settings(prefix, **values)

@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from service.broker import declare_once
 from service.ops.app import create_app
-from service.ops.auth import MAX_FORM_BYTES
+from service.ops.auth import MAX_FORM_BYTES, host_allowed
 from service.ops.layout import read_form
 from service.ops.operations import BadRequest
 from tests.conftest import AMQP_URL, serve
@@ -82,3 +82,44 @@ async def test_a_huge_chunked_sign_in_is_a_413(harness: Harness) -> None:  # noq
         "Content-Type": "application/x-www-form-urlencoded"},
     )  # fmt: skip
     assert status == 413
+
+
+@pytest.mark.parametrize(
+    ("host", "trusted", "allowed"),
+    [
+        ("127.0.0.1:8081", ["127.0.0.1"], True),
+        ("localhost", ["127.0.0.1", "localhost"], True),
+        ("[::1]:8081", ["::1"], True),
+        ("OPS.Example.com:443", ["ops.example.com"], True),
+        ("a.ops.example.com", ["*.example.com"], True),
+        ("example.com", ["*.example.com"], False),  # a wildcard is for subdomains
+        ("evil.example", ["127.0.0.1", "localhost", "::1"], False),
+        ("127.0.0.1.evil.example", ["127.0.0.1"], False),
+        ("", ["127.0.0.1"], False),
+        ("anything", ["*"], True),
+    ],
+)
+def test_which_host_names_are_trusted(host: str, trusted: list[str], allowed: bool) -> None:
+    assert host_allowed(host, trusted) is allowed
+
+
+async def test_dns_rebinding_reaches_nothing(prefix: str, tmp_path: Path) -> None:
+    """Loopback mode without a token: a page on evil.example rebound to 127.0.0.1 sends
+    `Host: evil.example`; it gets a 400, not the dashboard and its CSRF token. Probes still answer."""
+    settings = ops_settings(prefix, tmp_path, admin_token="", ops_operators={})
+    await declare_once(AMQP_URL, settings.broker.topology())
+    async with (
+        serve(create_app(settings, allow_no_token_on_loopback=True)) as url,
+        aiohttp.ClientSession() as http,
+    ):
+        for path in ("/", "/api/overview", "/dead-letters", "/login"):
+            async with http.get(
+                url + path, headers={"Host": "evil.example"}, allow_redirects=False
+            ) as response:
+                body = await response.text()
+                assert response.status == 400, path
+                assert "csrf" not in body.lower(), path
+        async with http.get(url + "/healthz", headers={"Host": "10.0.0.7:8081"}) as response:
+            assert response.status == 200
+        async with http.get(url + "/") as response:  # Host 127.0.0.1:port, trusted by default
+            assert response.status == 200

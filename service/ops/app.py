@@ -27,7 +27,7 @@ from service.broker import Broker, BrokerUnavailable
 from service.ledger import Ledger
 from service.metrics import Metrics, create_metrics
 from service.ops.api import Api
-from service.ops.auth import Auth, AuthMiddleware
+from service.ops.auth import Auth, AuthMiddleware, HostGuard
 from service.ops.layout import Layout, templates
 from service.ops.operations import Ops
 from service.ops.pages import Pages
@@ -160,7 +160,10 @@ def create_app(
             *Api(ops).routes(),
             *pages.routes(),
         ],
-        middleware=[Middleware(AuthMiddleware, auth=auth)],
+        middleware=[
+            Middleware(HostGuard, trusted=settings.ops.trusted_hosts),
+            Middleware(AuthMiddleware, auth=auth),
+        ],
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
     )

@@ -46,9 +46,11 @@ FLAT: Final[Mapping[str, tuple[str, str]]] = {
     "overpayment": ("consumer", "overpayment"),
     "admin_token": ("ops", "admin_token"),
     "ops_operators": ("ops", "operators"),
+    "ops_trusted_hosts": ("ops", "trusted_hosts"),
 }
 _BY_PART: Final = {nested: flat for flat, nested in FLAT.items()}
-_LISTS: Final = frozenset({"retry_delays_seconds", "ops_operators"})  # given as JSON in the environment
+# Given as JSON in the environment.
+_LISTS: Final = frozenset({"retry_delays_seconds", "ops_operators", "ops_trusted_hosts"})
 
 
 def nest(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -149,6 +149,10 @@ class OpsSettings(_Part):
 
     admin_token: SecretStr | None = None
     operators: dict[str, str] = Field(default_factory=dict)
+    # The names the app may be reached by (the Host header): anything else is refused, so a page
+    # on another site whose name was rebound to this address (DNS rebinding) cannot use it.
+    # `*.example.com` matches subdomains, `*` anything. Probes and /metrics are not checked.
+    trusted_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1", "localhost", "::1"])
 
     @field_validator("operators")
     @classmethod
