@@ -825,15 +825,21 @@ async def test_a_recorded_event_shows_its_state_first_and_its_failures_as_histor
         status, _ = await harness.api("POST", "/api/dead-letters/replay", {"ids": ["evt-7"]})
         assert status == 200
         await settle(ledger, "evt-7", invoice="INV-1042", amount=2500)
+        # Another payment for the invoice, its letter waiting: found by its event, naming no invoice.
+        mismatch = (("currency_mismatch", "a EUR payment for a USD invoice"),)
+        await settle(ledger, "evt-9", invoice="INV-1042", failures=mismatch)
+        await harness.dead_letter("evt-9", reason="currency_mismatch", invoice=None)
     finally:
         await ledger.close()
     status, _, page = await harness.request("GET", "/lookup?q=INV-1042")
     assert status == 200
     current, history = page.split('<h2 id="history-heading">History</h2>')
-    ledger_rows = current.split('id="ledger-table"')[1]
+    ledger_rows = current.split('id="ledger-table"')[1].split("</table>")[0]
     assert '<span class="badge good">recorded</span>' in ledger_rows and "txn_evt-7" in ledger_rows
     assert "invoice_not_payable" not in current and "voided" not in current
-    assert "Waiting in the dead letters" not in current  # nothing waits
+    assert "a EUR payment for a USD invoice" in ledger_rows  # evt-9's state now
+    waiting = current.split('id="waiting-table"')[1]
+    assert re.findall(r'data-event-id="([^"]+)"', waiting) == ["evt-9"]
     assert "invoice_not_payable" in history and "invoice INV-1042 is voided" in history
     assert 'data-letter-state="replayed"' in history.split('id="settled-table"')[1]
 

@@ -194,7 +194,8 @@ class Ops:
         return outcome
 
     async def lookup(self, query: str) -> Story:
-        """An event's whole story: ledger entries, dead letters and audit records naming `query`."""
+        """An event's whole story: the ledger entries whose event id or invoice id is `query`, the
+        dead letters in every state of `query` or of those events, and the audit records naming it."""
         entries = {e.key: e for e in await self.ledger.find(event_id=query)}
         for entry in await self.ledger.find(invoice_id=query):
             entries.setdefault(entry.key, entry)
