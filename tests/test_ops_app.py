@@ -203,6 +203,7 @@ def ops_settings(prefix: str, tmp_path: Path, **overrides: Any) -> Settings:
         "amqp_management_url": MANAGEMENT_URL,
         # Loopback, and the name a TLS proxy in front would use (the Secure-cookie test).
         "ops_trusted_hosts": ["127.0.0.1", "localhost", "::1", "ops.example.com"],
+        "ops_cookie_secure": False,  # these tests speak plain http; test_the_cookie_is_secure_… turns it on
     }
     values.update(overrides)
     return make_settings(prefix, **values)
@@ -361,17 +362,28 @@ async def test_a_wrong_token_signs_nobody_in(harness: Harness) -> None:
     assert "guess" not in page  # a mistyped token is not echoed back either
 
 
-async def test_the_cookie_is_secure_unless_plain_http_on_loopback(harness: Harness) -> None:
-    """Reached by another host name (say through a TLS proxy), the cookie is Secure."""
-    status, headers, _ = await harness.request(
-        "POST",
-        "/login",
-        token=None,
-        data={"token": TOKEN},
-        headers={"Host": "ops.example.com", "Origin": "https://ops.example.com"},
-    )
-    assert status == 303
-    assert "secure" in [a.strip().lower() for a in headers["Set-Cookie"].split(";")]
+async def test_the_cookie_is_secure_by_configuration_not_by_host(
+    prefix: str, amqp: aio_pika.abc.AbstractConnection, tmp_path: Path
+) -> None:
+    """Secure and `__Host-` named unless configured off: whatever Host a request names (it used
+    to be decided from Host, so a request naming 127.0.0.1 got a cookie without Secure)."""
+    settings = ops_settings(prefix, tmp_path, ops_cookie_secure=True)
+    await declare_once(AMQP_URL, settings.broker.topology())
+    async with (
+        serve(create_app(settings)) as url,
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http,
+    ):
+        secure = Harness(url, http, settings, amqp, prefix)
+        for host in ("127.0.0.1", "ops.example.com"):
+            status, headers, _ = await secure.request(
+                "POST", "/login", token=None, data={"token": TOKEN},
+                headers={"Host": host, "Origin": f"https://{host}"},
+            )  # fmt: skip
+            assert status == 303
+            attributes = [a.strip().lower() for a in headers["Set-Cookie"].split(";")]
+            assert headers["Set-Cookie"].startswith("__Host-payrelay_ops=")
+            assert "secure" in attributes and "path=/" in attributes
+            assert not any(a.startswith("domain=") for a in attributes)
 
 
 async def test_sign_in_ignores_an_offsite_next(harness: Harness) -> None:

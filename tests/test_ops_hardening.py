@@ -8,10 +8,12 @@ precise way to see the attack (an endless request body).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import aiohttp
 import pytest
 from starlette.requests import Request
@@ -23,6 +25,7 @@ from service.ops.app import create_app
 from service.ops.auth import MAX_FORM_BYTES, host_allowed
 from service.ops.layout import read_form
 from service.ops.operations import BadRequest
+from service.ops.throttle import Throttle
 from tests.conftest import AMQP_URL, serve
 from tests.test_ops_app import TOKEN, Harness, harness, ops_settings  # noqa: F401  (the fixture)
 
@@ -123,3 +126,90 @@ async def test_dns_rebinding_reaches_nothing(prefix: str, tmp_path: Path) -> Non
             assert response.status == 200
         async with http.get(url + "/") as response:  # Host 127.0.0.1:port, trusted by default
             assert response.status == 200
+
+
+# -- sign-in: guessing, tokens in URLs, sessions shared by replicas ----------------------------
+
+
+def test_the_throttle_lets_a_few_typos_through_then_doubles_the_wait() -> None:
+    now = [1000.0]
+    throttle = Throttle(clock=lambda: now[0])
+    for _ in range(5):
+        assert throttle.wait("10.0.0.9") == 0.0
+        throttle.failed("10.0.0.9")
+    assert throttle.wait("10.0.0.9") == 2.0
+    assert throttle.wait("10.0.0.8") == 0.0  # per client
+    now[0] += 2.0
+    throttle.failed("10.0.0.9")
+    assert throttle.wait("10.0.0.9") == 4.0
+    for _ in range(20):
+        throttle.failed("10.0.0.9")
+    assert throttle.wait("10.0.0.9") == 300.0  # at most five minutes
+    now[0] += 901
+    assert throttle.wait("10.0.0.9") == 0.0  # a quiet quarter of an hour forgets
+    throttle.failed("10.0.0.7")
+    throttle.succeeded("10.0.0.7")
+    assert throttle.wait("10.0.0.7") == 0.0
+
+
+async def test_guessing_bearers_is_logged_and_slowed(
+    harness: Harness,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """200 wrong bearers went by in 0.16 s, unlogged. Now each is logged (never the token) and
+    after five the client must wait: 429 with Retry-After, even for the right token."""
+    caplog.set_level(logging.WARNING, logger="payrelay.ops")
+    for attempt in range(5):
+        status, _ = await harness.api("GET", "/api/audit", token=f"guess-{attempt}")
+        assert status == 401
+    status, headers, body = await harness.request("GET", "/api/audit", token=TOKEN)
+    assert status == 429 and int(headers["Retry-After"]) >= 1  # not even looked at
+    wrong = [r.getMessage() for r in caplog.records if "wrong bearer" in r.getMessage()]
+    assert len(wrong) == 5 and not any("guess" in line for line in wrong)
+
+
+async def test_guessing_at_the_sign_in_form_is_slowed(harness: Harness) -> None:  # noqa: F811
+    for attempt in range(5):
+        status, _, _ = await harness.request(
+            "POST", "/login", token=None, data={"token": f"guess-{attempt}"}, headers={"Origin": harness.url}
+        )
+        assert status == 401
+    status, _, page = await harness.request(
+        "POST", "/login", token=None, data={"token": TOKEN}, headers={"Origin": harness.url}
+    )
+    assert status == 429 and "Too many wrong tokens" in page
+
+
+async def test_a_token_in_the_query_string_is_not_carried_into_the_sign_in_page(
+    harness: Harness,  # noqa: F811
+) -> None:
+    secret = "leaked-in-a-url-0123456789"
+    status, headers, _ = await harness.request("GET", f"/dead-letters?reason=x&token={secret}", token=None)
+    assert status == 303
+    assert secret not in headers["Location"] and "reason%3Dx" in headers["Location"]
+    status, _, page = await harness.request("GET", f"/login?next=%2F%3Faccess_token%3D{secret}", token=None)
+    assert status == 200 and secret not in page
+
+
+async def test_a_session_signed_in_on_one_replica_works_on_another(
+    prefix: str, amqp: aio_pika.abc.AbstractConnection, tmp_path: Path
+) -> None:
+    """Two ops replicas on one ledger: sign in on the first, use the second; sign out, refused on both."""
+    settings = ops_settings(prefix, tmp_path)
+    await declare_once(AMQP_URL, settings.broker.topology())
+    async with (
+        serve(create_app(settings)) as first,
+        serve(create_app(settings)) as second,
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http,
+    ):
+        one, two = Harness(first, http, settings, amqp, prefix), Harness(second, http, settings, amqp, prefix)
+        cookie, csrf = await one.sign_in()
+        status, _, page = await two.request("GET", "/", token=None, headers={"Cookie": cookie})
+        assert status == 200 and f'content="{csrf}"' in page
+        status, _, _ = await one.request(
+            "POST", "/logout", token=None, headers={"Cookie": cookie, "Origin": one.url}, data={"csrf": csrf}
+        )
+        assert status == 303
+        for replica in (one, two):
+            status, headers, _ = await replica.request("GET", "/", token=None, headers={"Cookie": cookie})
+            assert (status, headers["Location"]) == (303, "/login")

@@ -211,7 +211,7 @@ _ENV_VALUES = {
     "consumer_prefetch": "9", "max_attempts": "9", "auth_retry_seconds": "9", "shutdown_grace_seconds": "9",
     "metrics_port": "9999", "invoice_pattern": "X-\\d+", "overpayment": "review", "admin_token": "tok",
     "ops_operators": '{"ana": "sha256:' + "a" * 64 + '"}',
-    "ops_trusted_hosts": '["ops.example.com"]',
+    "ops_trusted_hosts": '["ops.example.com"]', "ops_cookie_secure": "false",
 }  # fmt: skip
 
 

@@ -52,6 +52,7 @@ def dev_settings(host: str, sandbox_port: int, ledger: str) -> Settings:
         "chargebee_api_key": SANDBOX_KEY,
         "ledger_url": f"sqlite:///{ledger}",
         "admin_token": DEV_ADMIN_TOKEN,
+        "ops_cookie_secure": False,  # the dashboard is served over plain http on loopback
         # The dashboard's unacked counts and rates; it falls back to AMQP counts if this is off.
         "amqp_management_url": os.environ.get("PAYRELAY_AMQP_MANAGEMENT_URL", "http://127.0.0.1:15672"),
         "sources": {

@@ -29,6 +29,7 @@ from service.ledger.records import (
     to_recorded,
     update_key_values,
 )
+from service.ledger.sessions import SessionTable
 from service.ledger.tables import (
     AUDIT,
     CONFIRMED,
@@ -72,6 +73,7 @@ class Ledger:
         self._writes = GroupWriter(engine)
         self._grouped = self._writes.run
         self._write = self._writes.transaction
+        self.sessions = SessionTable(engine, self._write)
 
     @classmethod
     async def open(

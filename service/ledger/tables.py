@@ -146,6 +146,18 @@ LETTERS = sa.Table(
     sa.Index("ix_payrelay_dead_letters_event_id", "event_id"),
 )
 
+# Signed-in ops sessions, so that any replica of the ops app serves any operator. The session id
+# itself is never stored: only its SHA-256, as the cookie's value is a bearer credential.
+SESSIONS = sa.Table(
+    "payrelay_ops_sessions",
+    METADATA,
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("csrf", sa.Text, nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_payrelay_ops_sessions_expires_at", "expires_at"),
+)
+
 SCHEMA = sa.Table("payrelay_schema", METADATA, sa.Column("version", sa.Integer, primary_key=True))
 
 # Statements are built once and executed with parameters, so SQLAlchemy compiles each only once.

@@ -31,6 +31,7 @@ from service.ops.auth import Auth, AuthMiddleware, HostGuard
 from service.ops.layout import Layout, templates
 from service.ops.operations import Ops
 from service.ops.pages import Pages
+from service.ops.sessions import LedgerSessions
 from service.problems import problem
 from service.settings import ConfigError, Settings
 
@@ -105,7 +106,11 @@ def create_app(
     `allow_no_token_on_loopback` is for the CLI to pass only when it binds 127.0.0.1, ::1 or
     localhost; the app then requires no sign-in (it cannot see the address it is bound to).
     """
-    auth = Auth(_token(settings, allow_no_token_on_loopback), settings.ops.operators)
+    auth = Auth(
+        _token(settings, allow_no_token_on_loopback),
+        settings.ops.operators,
+        cookie_secure=settings.ops.cookie_secure,
+    )
     topology = settings.broker.topology()
     the_broker = broker or settings.broker.broker("payrelay-ops")
     ops = Ops(settings, topology, the_broker, metrics or create_metrics(), ledger_=ledger, http=http)
@@ -119,6 +124,7 @@ def create_app(
             if ledger is None:
                 ops.ledger_ = await settings.ledger.open()
                 stack.push_async_callback(ops.ledger.close)
+            auth.sessions = LedgerSessions(ops.ledger)  # any replica serves any signed-in operator
             if http is None:
                 ops.http = await stack.enter_async_context(aiohttp.ClientSession())
             yield

@@ -6,13 +6,15 @@
   (`PAYRELAY_ADMIN_TOKEN`) is the bootstrap credential, recorded as "admin".
 - **Bearer** (`Authorization: Bearer <token>`), compared in constant time, for scripts and the
   JSON API. Browsers never add it on their own, so it needs no CSRF check.
-- **Session cookie** `payrelay_ops`, set by `POST /login` after a token was typed in. Its value
-  is a random 256-bit session id; the server keeps only its SHA-256 with the operator's display
-  name, a CSRF token and an expiry (12 h), in memory: logging out revokes it, and a restart
-  signs everyone out. Attributes: HttpOnly, SameSite=Strict, Path=/, and Secure unless the
-  request is plain http to a loopback host (`127.0.0.0/8`, `::1`, `localhost`), so local
-  development over http works while anything else requires https (a TLS proxy in front is fine:
-  the browser sees https).
+- **Session cookie** `__Host-payrelay_ops`, set by `POST /login` after a token was typed in. Its
+  value is a random 256-bit session id; the ledger database keeps only its SHA-256 with the
+  operator's name, a CSRF token and an expiry (12 h), so any replica serves any operator and
+  logging out revokes it everywhere (`service.ops.sessions`). Attributes: HttpOnly,
+  SameSite=Strict, Path=/, Secure — decided by configuration (`ops_cookie_secure`), never by the
+  Host a request names; only plain-http development turns it off, and the cookie is then
+  `payrelay_ops` (a `__Host-` cookie must be Secure).
+- **Wrong credentials** are logged (client and path, never the token) and slow the client down
+  (`service.ops.throttle`): after five, each try waits twice as long as the last, up to 5 min.
 - **CSRF** for every state-changing request not made with a bearer: the `Origin` (or, without
   one, the `Referer`) must name this host, and the request must carry the session's CSRF token,
   as the form field `csrf` or the `X-CSRF-Token` header. SameSite=Strict is a third layer.
@@ -30,26 +32,29 @@ import hashlib
 import hmac
 import html
 import ipaddress
+import logging
 import re
 import secrets
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.ops.sessions import MemorySessions, Sessions
+from service.ops.throttle import Throttle
 from service.problems import problem
 
+log = logging.getLogger("payrelay.ops")
+
 COOKIE = "payrelay_ops"
+SECURE_COOKIE = "__Host-payrelay_ops"
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf"
-SESSION_SECONDS = 12 * 3600
-MAX_SESSIONS = 1000
 MAX_FORM_BYTES = 64 * 1024
 PUBLIC_PATHS = frozenset({"/login", "/healthz", "/readyz", "/metrics"})
 UNCHECKED_HOST_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -71,13 +76,6 @@ class Operator:
         return f"ops:{self.name}"
 
 
-@dataclass(slots=True)
-class _Session:
-    name: str
-    csrf: str
-    expires: float
-
-
 def clean_name(text: str | None) -> str:
     """An operator's display name, safe for headers and logs: short, plain characters, or "admin"."""
     name = " ".join(_NAME_CHARS.sub("", text or "").split())[:40]
@@ -95,20 +93,25 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
-def cookie_secure(request: Request) -> bool:
-    """Secure, except for plain http to a loopback host (local development)."""
-    return not (request.url.scheme == "http" and is_loopback(request.url.hostname))
+# Query parameters that look like credentials: never carried into `next=` or a form.
+_CREDENTIAL_PARAMETERS = frozenset(
+    {"token", "access_token", "admin_token", "api_key", "apikey", "key", "secret", "password", "auth"}
+)
 
 
 def safe_next(target: str | None) -> str:
-    """A local path to return to after sign-in; anything else (another site) becomes "/"."""
+    """A local path to return to after sign-in; anything else (another site) becomes "/".
+
+    A credential someone put in the query string (`/?token=…`) is dropped, so it is not copied
+    into the sign-in page or its form.
+    """
     if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
         return "/"
-    return target
-
-
-def _digest(session_id: str) -> str:
-    return hashlib.sha256(session_id.encode()).hexdigest()
+    path, _, query = target.partition("?")
+    kept = [
+        (k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k.lower() not in _CREDENTIAL_PARAMETERS
+    ]
+    return f"{path}?{urlencode(kept)}" if kept else path
 
 
 def token_digest(token: str) -> str:
@@ -124,19 +127,23 @@ def new_token() -> str:
 
 
 class Auth:
-    """The operators' token digests, the admin token and the signed-in sessions of one process."""
+    """The operators' token digests, the admin token, where sessions are kept, the cookie, the throttle."""
 
     def __init__(
         self,
         token: str | None,
         operators: Mapping[str, str] | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        *,
+        cookie_secure: bool = True,
+        sessions: Sessions | None = None,
     ) -> None:
         self._token = token.encode() if token else None
         self._operators = [(digest.encode(), name) for name, digest in (operators or {}).items()]
-        self._sessions: dict[str, _Session] = {}
+        self.sessions: Sessions = sessions or MemorySessions()
+        self.cookie_secure = cookie_secure
+        self.cookie = SECURE_COOKIE if cookie_secure else COOKIE
+        self.throttle = Throttle()
         self._open_csrf = secrets.token_urlsafe(32)
-        self._clock = clock
 
     @property
     def required(self) -> bool:
@@ -156,31 +163,15 @@ class Auth:
             found = found or "admin"
         return found
 
-    def sign_in(self, name: str) -> str:
+    async def sign_in(self, name: str) -> str:
         """A new session for `name`; returns the cookie value (the session id)."""
-        now = self._clock()
-        self._sessions = {k: s for k, s in self._sessions.items() if s.expires > now}
-        while len(self._sessions) >= MAX_SESSIONS:  # oldest first: dicts keep insertion order
-            del self._sessions[next(iter(self._sessions))]
-        session_id = secrets.token_urlsafe(32)
-        self._sessions[_digest(session_id)] = _Session(
-            clean_name(name), secrets.token_urlsafe(32), now + SESSION_SECONDS
-        )
-        return session_id
+        return await self.sessions.create(clean_name(name))
 
-    def sign_out(self, session_id: str | None) -> None:
+    async def sign_out(self, session_id: str | None) -> None:
         if session_id:
-            self._sessions.pop(_digest(session_id), None)
+            await self.sessions.drop(session_id)
 
-    def _session(self, session_id: str | None) -> _Session | None:
-        if not session_id:
-            return None
-        session = self._sessions.get(_digest(session_id))
-        if session is None or session.expires <= self._clock():
-            return None
-        return session
-
-    def operator(self, headers: Headers, cookies: dict[str, str]) -> Operator | None:
+    async def operator(self, headers: Headers, cookies: dict[str, str]) -> Operator | None:
         """Who is calling, or None if the credentials are missing or wrong."""
         if not self.required:
             return Operator("admin", "open", self._open_csrf)
@@ -189,7 +180,8 @@ class Auth:
             scheme, _, credentials = authorization.partition(" ")
             name = self.identify(credentials.strip()) if scheme.lower() == "bearer" else None
             return None if name is None else Operator(name, "bearer", None)
-        session = self._session(cookies.get(COOKIE))
+        session_id = cookies.get(self.cookie)
+        session = await self.sessions.get(session_id) if session_id else None
         if session is None:
             return None
         return Operator(session.name, "session", session.csrf)
@@ -275,10 +267,26 @@ class AuthMiddleware:
                 return
             await self.app(scope, receive, send)
             return
-        operator = self.auth.operator(request.headers, request.cookies)
+        bearer = "authorization" in request.headers
+        client = request.client.host if request.client else "unknown"
+        if bearer and (wait := self.auth.throttle.wait(client)):
+            await _throttled(is_api, wait)(scope, receive, send)
+            return
+        operator = await self.auth.operator(request.headers, request.cookies)
         if operator is None:
+            if bearer:
+                failures = self.auth.throttle.failed(client)
+                log.warning(
+                    "wrong bearer token from %s for %s %s (%d in a row)",
+                    client,
+                    request.method,
+                    path,
+                    failures,
+                )
             await _unauthenticated(request, is_api)(scope, receive, send)
             return
+        if bearer:
+            self.auth.throttle.succeeded(client)
         if unsafe and operator.via != "bearer":
             refusal, receive = await _csrf_refusal(request, operator, is_api, receive)
             if refusal is not None:
@@ -348,14 +356,22 @@ async def _buffer(receive: Receive) -> tuple[bytes | None, Receive]:
     return body, replay
 
 
+def _throttled(is_api: bool, wait: float) -> Response:
+    seconds = str(max(1, round(wait)))
+    detail = f"too many wrong credentials from this address; try again in {seconds} s"
+    if is_api:
+        return problem(429, detail, headers={"Retry-After": seconds})
+    return HTMLResponse(f"<p>{html.escape(detail)}</p>", status_code=429, headers={"Retry-After": seconds})
+
+
 def _unauthenticated(request: Request, is_api: bool) -> Response:
     if is_api:
         return problem(
             401,
-            "sign in: send Authorization: Bearer <admin token>, or the session cookie from /login",
+            "sign in: send Authorization: Bearer <your operator token>, or the session cookie from /login",
             headers={"WWW-Authenticate": 'Bearer realm="payrelay-ops"'},
         )
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    target = safe_next(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
     login = "/login" if target == "/" else f"/login?{urlencode({'next': target})}"
     return RedirectResponse(login, status_code=303)
 

@@ -17,10 +17,11 @@ from starlette.routing import Route
 
 from service.broker import BrokerUnavailable
 from service.ops import views
-from service.ops.auth import COOKIE, SESSION_SECONDS, Auth, cookie_secure, safe_next
+from service.ops.auth import Auth, safe_next
 from service.ops.dead_letter_pages import DeadLetterPages
 from service.ops.layout import Layout, first, read_form
 from service.ops.operations import BadRequest, Ops
+from service.ops.sessions import SESSION_LIFETIME
 from service.queue_stats import queue_names
 
 log = logging.getLogger("payrelay.ops")
@@ -38,7 +39,8 @@ class Pages:
     # -- sign-in -----------------------------------------------------------------------------
 
     def _login_form(self, request: Request, target: str, error: str = "", status: int = 200) -> Response:
-        plain_http = cookie_secure(request) and request.url.scheme == "http"
+        # A Secure cookie reached over plain http is dropped by the browser: say why sign-in fails.
+        plain_http = self.auth.cookie_secure and request.url.scheme == "http"
         return self.layout.page(
             request, "login.html", status, error=error, next=target, plain_http=plain_http
         )
@@ -58,29 +60,34 @@ class Pages:
         if not self.auth.required:
             return RedirectResponse(target, status_code=303)
         client = request.client.host if request.client else "unknown"
+        if wait := self.auth.throttle.wait(client):
+            message = f"Too many wrong tokens from this address: try again in {max(1, round(wait))} s."
+            return self._login_form(request, target, message, status=429)
         name = self.auth.identify(first(form, "token"))  # who signs in is whose token it is
         if name is None:
-            log.warning("failed sign-in from %s", client)
+            failures = self.auth.throttle.failed(client)
+            log.warning("failed sign-in from %s (%d in a row)", client, failures)
             return self._login_form(request, target, "That token is not valid.", status=401)
-        session = self.auth.sign_in(name)
+        self.auth.throttle.succeeded(client)
+        session = await self.auth.sign_in(name)
         log.info("%r signed in from %s", name, client)
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(
-            COOKIE,
+            self.auth.cookie,
             session,
-            max_age=SESSION_SECONDS,
+            max_age=int(SESSION_LIFETIME.total_seconds()),
             path="/",
-            secure=cookie_secure(request),
+            secure=self.auth.cookie_secure,
             httponly=True,
             samesite="strict",
         )
         return response
 
     async def logout(self, request: Request) -> Response:
-        self.auth.sign_out(request.cookies.get(COOKIE))
+        await self.auth.sign_out(request.cookies.get(self.auth.cookie))
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(
-            COOKIE, path="/", secure=cookie_secure(request), httponly=True, samesite="strict"
+            self.auth.cookie, path="/", secure=self.auth.cookie_secure, httponly=True, samesite="strict"
         )
         return response
 

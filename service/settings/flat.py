@@ -47,6 +47,7 @@ FLAT: Final[Mapping[str, tuple[str, str]]] = {
     "admin_token": ("ops", "admin_token"),
     "ops_operators": ("ops", "operators"),
     "ops_trusted_hosts": ("ops", "trusted_hosts"),
+    "ops_cookie_secure": ("ops", "cookie_secure"),
 }
 _BY_PART: Final = {nested: flat for flat, nested in FLAT.items()}
 # Given as JSON in the environment.

@@ -153,6 +153,9 @@ class OpsSettings(_Part):
     # on another site whose name was rebound to this address (DNS rebinding) cannot use it.
     # `*.example.com` matches subdomains, `*` anything. Probes and /metrics are not checked.
     trusted_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1", "localhost", "::1"])
+    # The session cookie's Secure attribute (and its `__Host-` name). Off only for plain-http
+    # development (`payrelay dev`): a browser drops a Secure cookie it got over http.
+    cookie_secure: bool = True
 
     @field_validator("operators")
     @classmethod
