@@ -4,8 +4,10 @@ hadolint lints the Dockerfile; the image's install command runs for real in a fr
 kustomize` renders every build; kubernetes-validate checks core objects against the Kubernetes schema
 and small hand-written checks cover the CRDs (KEDA, RabbitMQ, CloudNativePG, Prometheus Operator).
 Then the manifests are held against the code: subcommands against `build_parser()`, `PAYRELAY_*`
-names and the TOML file against `Settings`, probes against the apps, queue names against the
-topology, metric names against `create_metrics()`.
+names and the TOML files against `Settings`, probes against the apps, queue names and each role's
+RabbitMQ permissions against the topology, metric names against `create_metrics()`. The network
+policies are evaluated as a CNI would, for every pair of pods and every port; every pod is held
+against the "restricted" Pod Security Standard.
 
 Nothing here skips: a missing hadolint, kubectl or kubernetes-validate is a failure.
 """
@@ -17,6 +19,7 @@ import contextlib
 import fnmatch
 import functools
 import io
+import ipaddress
 import json
 import re
 import shlex
@@ -25,9 +28,11 @@ import subprocess
 import sys
 import sysconfig
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
@@ -36,6 +41,7 @@ import yaml
 from service.cli import build_parser
 from service.metrics import create_metrics
 from service.settings import FLAT, Settings, SourceSettings
+from service.topology import Topology
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
@@ -52,6 +58,11 @@ WORKLOAD_KINDS = {"Deployment", "Job"}
 TARGET_LABELS = {"namespace", "pod", "job", "instance", "service", "endpoint", "container"}
 # Where each server role listens (the consumer: metrics_port) and what its probes ask.
 ROLE_PORTS = {"receiver": 8080, "ops": 8081}
+ROLES = ("receiver", "consumer", "ops", "topology")
+# Every role's RabbitMQ user, KEDA's included (k8s/dependencies/rabbitmq-users.yaml).
+RABBITMQ_USERS = (*ROLES, "keda")
+# The only role that verifies webhook signatures, so the only one that may mount their secrets.
+SOURCES_SECRET = "payrelay-sources"
 ROLE_PROBES = {
     "receiver": {"livenessProbe": "/healthz", "readinessProbe": "/readyz"},
     "consumer": {"livenessProbe": "/healthz", "readinessProbe": "/readyz"},
@@ -128,9 +139,33 @@ def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
-def config_toml(objects: tuple[dict[str, Any], ...]) -> dict[str, Any]:
-    (config,) = [c for c in of_kind(objects, "ConfigMap") if "payrelay.toml" in c.get("data", {})]
-    return tomllib.loads(config["data"]["payrelay.toml"])
+def role_of(template: dict[str, Any]) -> str:
+    return str(template["metadata"]["labels"]["app.kubernetes.io/component"])
+
+
+def env_values(container: dict[str, Any]) -> dict[str, str]:
+    return {v["name"]: v["value"] for v in container.get("env", []) if "value" in v}
+
+
+def container_config(
+    objects: tuple[dict[str, Any], ...], container: dict[str, Any], template: dict[str, Any]
+) -> dict[str, Any]:
+    """The TOML file this container's PAYRELAY_CONFIG names, read from the ConfigMap mounted there."""
+    path = Path(env_values(container)["PAYRELAY_CONFIG"])
+    volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == str(path.parent)]
+    config_map = named(objects, "ConfigMap", volumes[mount["name"]]["configMap"]["name"])
+    return tomllib.loads(config_map["data"][path.name])
+
+
+def role_config(objects: tuple[dict[str, Any], ...], role: str) -> dict[str, Any]:
+    deployment = named(objects, "Deployment", f"payrelay-{role}")
+    return container_config(objects, role_container(objects, role), deployment["spec"]["template"])
+
+
+def config_settings(config: dict[str, Any]) -> Settings:
+    """The settings a config file gives, without its sources (their secrets are not files here)."""
+    return Settings(**{k: v for k, v in config.items() if k != "sources"})
 
 
 # -- Dockerfile ------------------------------------------------------------------------------------------
@@ -272,7 +307,11 @@ def test_core_objects_validate_against_the_kubernetes_schema(build: str) -> None
 def test_secret_template_is_valid_and_holds_only_placeholders() -> None:
     """The Secret template validates, and its values are placeholders, never real secrets."""
     templates = secret_templates()
-    assert set(templates) == {"payrelay-env", "payrelay-sources"}
+    user_secrets = {f"payrelay-{user}-user-credentials" for user in RABBITMQ_USERS}
+    assert set(templates) == {"payrelay-env", SOURCES_SECRET} | user_secrets
+    for name in user_secrets:
+        assert set(templates[name]["stringData"]) == {"username", "password"}, name
+    assert not any("AMQP" in key for key in templates["payrelay-env"]["stringData"]), "each role has its own"
     for secret in templates.values():
         kubernetes_validate.validate(secret, K8S_VERSION, strict=True)
         for key, value in secret["stringData"].items():
@@ -287,8 +326,11 @@ def check_scaled_object(obj: dict[str, Any], objects: tuple[dict[str, Any], ...]
     assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"], "never scaled to zero"
     (trigger,) = spec["triggers"]
     meta = trigger["metadata"]
-    assert trigger["type"] == "rabbitmq" and meta["mode"] == "QueueLength" and meta["protocol"] == "amqp"
-    assert float(meta["value"]) > 0 and "host" not in meta, "the URL comes from the TriggerAuthentication"
+    assert trigger["type"] == "rabbitmq" and meta["mode"] == "QueueLength" and meta["protocol"] == "http"
+    assert meta["excludeUnacknowledged"] == "true", "ready messages, as the consumers see them"
+    host = urlsplit(meta["host"])
+    assert host.scheme == "http" and host.port == 15672 and host.path == "/", meta["host"]
+    assert host.username is None and host.password is None, "credentials come from the TriggerAuthentication"
     named(objects, "TriggerAuthentication", trigger["authenticationRef"]["name"])
     hpa_targets = {h["spec"]["scaleTargetRef"]["name"] for h in of_kind(objects, "HorizontalPodAutoscaler")}
     assert spec["scaleTargetRef"]["name"] not in hpa_targets, "KEDA creates its own HPA"
@@ -296,8 +338,10 @@ def check_scaled_object(obj: dict[str, Any], objects: tuple[dict[str, Any], ...]
 
 def check_trigger_authentication(obj: dict[str, Any], objects: tuple[dict[str, Any], ...]) -> None:
     refs = {r["parameter"]: r for r in obj["spec"]["secretTargetRef"]}
-    ref = refs["host"]
-    assert ref["key"] in secret_templates()[ref["name"]]["stringData"]
+    assert set(refs) == {"username", "password"}, "KEDA's own user; the host is in the trigger"
+    for parameter, ref in refs.items():
+        assert ref["name"] == "payrelay-keda-user-credentials" and ref["key"] == parameter
+        assert ref["key"] in secret_templates()[ref["name"]]["stringData"]
 
 
 def check_rabbitmq_cluster(obj: dict[str, Any], objects: tuple[dict[str, Any], ...]) -> None:
@@ -306,6 +350,25 @@ def check_rabbitmq_cluster(obj: dict[str, Any], objects: tuple[dict[str, Any], .
     assert "rabbitmq_prometheus" in spec["rabbitmq"]["additionalPlugins"]
     assert "cluster_partition_handling = pause_minority" in spec["rabbitmq"]["additionalConfig"]
     assert spec["persistence"]["storage"]
+
+
+def check_rabbitmq_user(obj: dict[str, Any], objects: tuple[dict[str, Any], ...]) -> None:
+    spec = obj["spec"]
+    named(objects, "RabbitmqCluster", spec["rabbitmqClusterReference"]["name"])
+    imported = named(objects, "Secret", spec["importCredentialsSecret"]["name"])
+    # Only the username is set here; the operator generates the password.
+    assert set(imported["stringData"]) == {"username"}, imported["metadata"]["name"]
+    assert not {"administrator", "policymaker"} & set(spec["tags"]), obj["metadata"]["name"]
+
+
+def check_rabbitmq_permission(obj: dict[str, Any], objects: tuple[dict[str, Any], ...]) -> None:
+    spec = obj["spec"]
+    named(objects, "RabbitmqCluster", spec["rabbitmqClusterReference"]["name"])
+    named(objects, "User", spec["userReference"]["name"])
+    assert spec["vhost"] == "/" and set(spec["permissions"]) == {"configure", "write", "read"}
+    for regex in spec["permissions"].values():
+        re.compile(regex)
+        assert regex.startswith("^") and regex.endswith("$"), f"RabbitMQ searches: anchor {regex}"
 
 
 def check_cnpg_cluster(obj: dict[str, Any], objects: tuple[dict[str, Any], ...]) -> None:
@@ -342,6 +405,8 @@ CRD_CHECKS = {
     ("keda.sh/v1alpha1", "ScaledObject"): check_scaled_object,
     ("keda.sh/v1alpha1", "TriggerAuthentication"): check_trigger_authentication,
     ("rabbitmq.com/v1beta1", "RabbitmqCluster"): check_rabbitmq_cluster,
+    ("rabbitmq.com/v1beta1", "User"): check_rabbitmq_user,
+    ("rabbitmq.com/v1beta1", "Permission"): check_rabbitmq_permission,
     ("postgresql.cnpg.io/v1", "Cluster"): check_cnpg_cluster,
     ("monitoring.coreos.com/v1", "ServiceMonitor"): check_service_monitor,
     ("monitoring.coreos.com/v1", "PrometheusRule"): check_prometheus_rule,
@@ -405,43 +470,76 @@ def test_every_payrelay_variable_is_a_setting_and_every_secret_key_exists(build:
 
 
 @pytest.mark.parametrize("build", BUILDS)
-def test_the_config_file_is_valid_settings(build: str, tmp_path: Path) -> None:
-    """payrelay.toml has only Settings/SourceSettings keys and, with the Deployments' values, validates."""
-    data = config_toml(render(build))
-    assert set(data) <= setting_names(), set(data) - setting_names()
-    for name, source in data["sources"].items():
-        assert set(source) <= set(SourceSettings.model_fields), f"sources.{name}: {set(source)}"
-        stand_in = tmp_path / name
-        # One stand-in per source: a secret shared by two sources is refused at start-up.
-        stand_in.write_text(
-            "whsec_" + base64.b64encode(f"stand-in secret for {name}".encode()).decode() + "\n"
-        )
-        source["secrets_file"] = str(stand_in)
-    overrides = {
-        var["name"].removeprefix("PAYRELAY_").lower(): var["value"]
-        for _, container, _ in containers(render(build))
-        for var in container.get("env", [])
-        if "value" in var and var["name"] != "PAYRELAY_CONFIG"
+def test_each_config_file_is_valid_settings(build: str, tmp_path: Path) -> None:
+    """Each container's TOML file has only Settings keys and, with its env values, validates."""
+    objects = render(build)
+    for where, container, template in containers(objects):
+        data = container_config(objects, container, template)
+        assert set(data) <= setting_names(), f"{where}: {set(data) - setting_names()}"
+        for name, source in data.get("sources", {}).items():
+            assert set(source) <= set(SourceSettings.model_fields), f"{where}: sources.{name}: {set(source)}"
+            stand_in = tmp_path / name
+            # One stand-in per source: a secret shared by two sources is refused at start-up.
+            stand_in.write_text(
+                "whsec_" + base64.b64encode(f"stand-in secret for {name}".encode()).decode() + "\n"
+            )
+            source["secrets_file"] = str(stand_in)
+        overrides = {
+            var.removeprefix("PAYRELAY_").lower(): value
+            for var, value in env_values(container).items()
+            if var.startswith("PAYRELAY_") and var != "PAYRELAY_CONFIG"
+        }
+        Settings(**{**data, **overrides})
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_every_role_declares_the_same_topology(build: str) -> None:
+    """The receiver's own file names the broker exactly as the other roles' does (queue arguments match)."""
+    objects = render(build)
+    broker = {
+        role: config_settings(role_config(objects, role)).broker for role in ("receiver", "consumer", "ops")
     }
-    Settings(**{**data, **overrides})
+    assert broker["receiver"].topology() == broker["consumer"].topology() == broker["ops"].topology()
+    assert broker["receiver"].publish_timeout_seconds == broker["consumer"].publish_timeout_seconds
 
 
 @pytest.mark.parametrize("build", BUILDS)
 def test_config_and_source_secrets_are_mounted_where_the_settings_look(build: str) -> None:
-    """PAYRELAY_CONFIG names the mounted ConfigMap; each source's secrets_file is a mounted Secret key."""
+    """PAYRELAY_CONFIG names a mounted ConfigMap file; each source's secrets_file is a mounted Secret key."""
     objects = render(build)
-    sources = config_toml(objects)["sources"]
-    source_keys = set(secret_templates()["payrelay-sources"]["stringData"])
-    assert set(sources) == source_keys
+    source_keys = set(secret_templates()[SOURCES_SECRET]["stringData"])
+    assert set(role_config(objects, "receiver")["sources"]) == source_keys
     for where, container, template in containers(objects):
         volumes = {v["name"]: v for v in template["spec"]["volumes"]}
         mounts = {m["mountPath"]: volumes[m["name"]] for m in container.get("volumeMounts", [])}
-        config_path = Path({v["name"]: v.get("value") for v in container["env"]}["PAYRELAY_CONFIG"])
-        assert mounts[str(config_path.parent)]["configMap"]["name"].startswith("payrelay-config"), where
-        for name, source in sources.items():
+        config_path = Path(env_values(container)["PAYRELAY_CONFIG"])
+        assert mounts[str(config_path.parent)]["configMap"]["name"].startswith("payrelay-"), where
+        for name, source in container_config(objects, container, template).get("sources", {}).items():
             path = Path(source["secrets_file"])
-            assert mounts[str(path.parent)]["secret"]["secretName"] == "payrelay-sources", where
+            assert mounts[str(path.parent)]["secret"]["secretName"] == SOURCES_SECRET, where
             assert path.name == name
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_only_the_receiver_mounts_the_webhook_secrets(build: str) -> None:
+    """payrelay-sources is a volume of the receiver's pods alone; no other role's file names a source."""
+    objects = render(build)
+    mounting = set()
+    for where, container, template in containers(objects):
+        volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+        for mount in container.get("volumeMounts", []):
+            if volumes[mount["name"]].get("secret", {}).get("secretName") == SOURCES_SECRET:
+                mounting.add(where)
+        if role_of(template) != "receiver":
+            assert not container_config(objects, container, template).get("sources"), where
+        assert not any(
+            f.get("secretRef", {}).get("name") == SOURCES_SECRET for f in container.get("envFrom", [])
+        ), where
+    assert mounting == {"Deployment/payrelay-receiver/receiver"}
+    for where, template in pod_specs(objects):
+        if role_of(template) != "receiver":
+            secrets = {v.get("secret", {}).get("secretName") for v in template["spec"]["volumes"]}
+            assert SOURCES_SECRET not in secrets, where
 
 
 def http_probe(container: dict[str, Any], probe: str) -> tuple[str, int]:
@@ -451,18 +549,29 @@ def http_probe(container: dict[str, Any], probe: str) -> tuple[str, int]:
 
 
 def served_paths() -> dict[str, set[str]]:
-    """The paths each role's app really routes."""
+    """The paths each role's servers really route: the app's, and the receiver's metrics server's."""
     from consumers.app import health_app
     from service.ops.app import create_app as create_ops
-    from service.receiver import create_app
+    from service.receiver import create_app, create_metrics_app
 
     # Building the apps opens nothing (that is their lifespans' job), so no resource is needed here.
     consumer = health_app(Settings(), None, None, create_metrics(), None)  # type: ignore[arg-type]
     ops = create_ops(Settings(admin_token="deployment-test"))
+    receiver = create_app(Settings())
     return {
-        "receiver": {route.path for route in create_app(Settings()).routes},  # type: ignore[attr-defined]
+        "receiver": {route.path for route in receiver.routes},  # type: ignore[attr-defined]
+        "receiver-metrics": {route.path for route in create_metrics_app(receiver).routes},  # type: ignore[attr-defined]
         "consumer": {route.path for route in consumer.routes},  # type: ignore[attr-defined]
         "ops": {route.path for route in ops.routes},  # type: ignore[attr-defined]
+    }
+
+
+def metrics_ports(objects: tuple[dict[str, Any], ...]) -> dict[str, int]:
+    """Where each role serves /metrics: receiver and consumer on ports of their own, ops on its app's."""
+    return {
+        "receiver": config_settings(role_config(objects, "receiver")).receiver.metrics_port,
+        "consumer": config_settings(role_config(objects, "consumer")).consumer.metrics_port,
+        "ops": ROLE_PORTS["ops"],
     }
 
 
@@ -472,25 +581,26 @@ def option(args: list[str], name: str) -> str | None:
 
 @pytest.mark.parametrize("build", BUILDS)
 def test_probes_and_ports_match_what_each_role_serves(build: str) -> None:
-    """Each server listens on 0.0.0.0 at its containerPort; probes hit paths its app really serves."""
+    """Each server listens on 0.0.0.0 at its containerPort; probes and scrapes hit paths really served."""
     objects = render(build)
     paths = served_paths()
-    ports = {
-        **ROLE_PORTS,
-        "consumer": config_toml(objects).get("metrics_port", Settings().consumer.metrics_port),
-    }
+    metrics = metrics_ports(objects)
+    app_ports = {**ROLE_PORTS, "consumer": metrics["consumer"]}
     for role, probes in ROLE_PROBES.items():
         container = role_container(objects, role)
-        (port,) = container["ports"]
-        assert port["containerPort"] == ports[role], role
-        assert option(container["args"], "--port") == str(ports[role]), role
+        ports = {p["containerPort"] for p in container["ports"]}
+        assert ports == {app_ports[role], metrics[role]}, role
+        assert option(container["args"], "--port") == str(app_ports[role]), role
         assert option(container["args"], "--host") == "0.0.0.0", (
             f"{role}: probes and Prometheus reach the pod IP"
         )
         for probe, path in probes.items():
-            assert http_probe(container, probe) == (path, ports[role]), f"{role} {probe}"
+            assert http_probe(container, probe) == (path, app_ports[role]), f"{role} {probe}"
             assert path in paths[role], f"{role} does not serve {path}"
-        assert "/metrics" in paths[role]
+        own_server = "receiver-metrics" if metrics[role] != app_ports[role] and role == "receiver" else role
+        assert "/metrics" in paths[own_server], role
+    assert "/metrics" not in paths["receiver"], "the receiver's public port serves no /metrics"
+    assert scraped_ports(objects) == metrics, "each ServiceMonitor scrapes its role's metrics port"
     for service in of_kind(objects, "Service"):
         (pod,) = [
             t for _, t in pod_specs(objects) if selects(service["spec"]["selector"], t["metadata"]["labels"])
@@ -505,7 +615,9 @@ def test_consumers_get_time_to_finish_in_flight_messages(build: str) -> None:
     objects = render(build)
     consumer = named(objects, "Deployment", "payrelay-consumer")["spec"]["template"]["spec"]
     env = {v["name"]: v["value"] for v in role_container(objects, "consumer")["env"] if "value" in v}
-    grace = env.get("PAYRELAY_SHUTDOWN_GRACE_SECONDS", config_toml(objects).get("shutdown_grace_seconds"))
+    grace = env.get(
+        "PAYRELAY_SHUTDOWN_GRACE_SECONDS", role_config(objects, "consumer").get("shutdown_grace_seconds")
+    )
     grace = Settings().consumer.shutdown_grace_seconds if grace is None else float(grace)
     assert consumer["terminationGracePeriodSeconds"] >= grace + 15, "room to close the broker and ledger"
 
@@ -540,11 +652,14 @@ def test_selectors_and_references_resolve(build: str) -> None:
     for kind, path in (
         ("Service", ("selector",)),
         ("PodDisruptionBudget", ("selector", "matchLabels")),
-        ("NetworkPolicy", ("podSelector", "matchLabels")),
     ):
         for obj in of_kind(objects, kind):
             selector = functools.reduce(dict.__getitem__, path, obj["spec"])
             assert any(selects(selector, t["metadata"]["labels"]) for t in templates), obj["metadata"]["name"]
+    pods = [e for e in endpoints(objects) if e.namespace == NAMESPACE]
+    for policy in of_kind(objects, "NetworkPolicy"):
+        selector = policy["spec"]["podSelector"]
+        assert any(label_selector_matches(selector, pod.labels) for pod in pods), policy["metadata"]["name"]
     for hpa in of_kind(objects, "HorizontalPodAutoscaler"):
         named(objects, hpa["spec"]["scaleTargetRef"]["kind"], hpa["spec"]["scaleTargetRef"]["name"])
     config_maps = {c["metadata"]["name"] for c in of_kind(objects, "ConfigMap")}
@@ -556,35 +671,472 @@ def test_selectors_and_references_resolve(build: str) -> None:
                 assert volume["secret"]["secretName"] in secret_templates(), where
 
 
-def policy_ports(rules: list[dict[str, Any]]) -> set[int]:
-    return {port["port"] for rule in rules for port in rule.get("ports", [])}
+# -- network policies, evaluated --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A pod (namespace and labels) or an address outside the cluster (no namespace), with an IP."""
+
+    name: str
+    namespace: str | None
+    labels: Mapping[str, str]
+    ip: str
+    ports: Mapping[str, int] = field(default_factory=dict)  # named container ports
+
+
+NAME = "app.kubernetes.io/name"
+
+
+def pod(name: str, namespace: str, ip: str, labels: dict[str, str]) -> Endpoint:
+    return Endpoint(name, namespace, labels, ip)
+
+
+# Pods and addresses around payrelay: the clients the policies name, and look-alikes they must not admit.
+OUTSIDERS = (
+    pod("ingress-controller", "ingress-nginx", "10.244.9.1", {NAME: "ingress-nginx"}),
+    pod("ingress-namespace-other", "ingress-nginx", "10.244.9.2", {"app": "something-else"}),
+    pod("prometheus", "monitoring", "10.244.8.1", {NAME: "prometheus"}),
+    pod("grafana", "monitoring", "10.244.8.2", {NAME: "grafana"}),
+    pod("keda-operator", "keda", "10.244.7.1", {NAME: "keda-operator"}),
+    pod("keda-other", "keda", "10.244.7.2", {NAME: "keda-admission-webhooks"}),
+    pod("topology-operator", "rabbitmq-system", "10.244.6.1", {NAME: "messaging-topology-operator"}),
+    pod("cluster-operator", "rabbitmq-system", "10.244.6.2", {NAME: "rabbitmq-cluster-operator"}),
+    pod("cnpg-operator", "cnpg-system", "10.244.5.1", {NAME: "cloudnative-pg"}),
+    pod("kube-dns", "kube-system", "10.244.4.1", {"k8s-app": "kube-dns"}),
+    pod("other-namespace", "default", "10.244.3.1", {"app": "anything"}),
+    pod("stranger", NAMESPACE, "10.244.2.1", {NAME: "debug"}),
+    Endpoint("chargebee", None, {}, "34.120.10.20"),
+    Endpoint("internet-v6", None, {}, "2600:1f18::10"),
+    Endpoint("service-ip", None, {}, "10.96.0.10"),
+    Endpoint("node", None, {}, "192.168.0.5"),
+    Endpoint("cgnat", None, {}, "100.64.0.5"),
+    Endpoint("metadata", None, {}, "169.254.169.254"),
+)
+
+
+def endpoints(objects: tuple[dict[str, Any], ...]) -> list[Endpoint]:
+    """payrelay's pods, the operators' pods (by the labels they set), and the outsiders."""
+    found = []
+    for index, (_, template) in enumerate(pod_specs(objects)):
+        ports = {
+            p["name"]: p["containerPort"] for c in template["spec"]["containers"] for p in c.get("ports", [])
+        }
+        found.append(
+            Endpoint(
+                role_of(template), NAMESPACE, template["metadata"]["labels"], f"10.244.1.{index + 1}", ports
+            )
+        )
+    for cluster in of_kind(objects, "RabbitmqCluster"):
+        labels = {
+            "app.kubernetes.io/name": cluster["metadata"]["name"],
+            "app.kubernetes.io/component": "rabbitmq",
+        }
+        ports = {"amqp": 5672, "management": 15672, "prometheus": 15692, "epmd": 4369, "cluster-links": 25672}
+        found.append(Endpoint("rabbitmq", NAMESPACE, labels, "10.244.1.100", ports))
+    for cluster in of_kind(objects, "Cluster"):
+        labels = {"cnpg.io/cluster": cluster["metadata"]["name"], "cnpg.io/instanceRole": "primary"}
+        ports = {"postgresql": 5432, "status": 8000, "metrics": 9187}
+        found.append(Endpoint("ledger", NAMESPACE, labels, "10.244.1.101", ports))
+    return found + list(OUTSIDERS)
+
+
+def label_selector_matches(selector: dict[str, Any], labels: Mapping[str, str]) -> bool:
+    """A Kubernetes label selector: matchLabels and matchExpressions; {} selects everything."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator, values = expression["key"], expression["operator"], expression.get("values", [])
+        held = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": key not in labels or labels[key] not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[operator]
+        if not held:
+            return False
+    return True
+
+
+def peer_matches(peer: dict[str, Any], other: Endpoint) -> bool:
+    if "ipBlock" in peer:
+        # Pod IPs count too: whether a CNI applies ipBlocks to them varies, so assume the worst.
+        address = ipaddress.ip_address(other.ip)
+        block = peer["ipBlock"]
+        return address in ipaddress.ip_network(block["cidr"]) and not any(
+            address in ipaddress.ip_network(cidr) for cidr in block.get("except", [])
+        )
+    if other.namespace is None:
+        return False
+    if "namespaceSelector" in peer:
+        namespace_ok = label_selector_matches(
+            peer["namespaceSelector"], {"kubernetes.io/metadata.name": other.namespace}
+        )
+    else:
+        namespace_ok = other.namespace == NAMESPACE
+    return namespace_ok and label_selector_matches(peer.get("podSelector", {}), other.labels)
+
+
+def port_matches(rule_ports: list[dict[str, Any]] | None, port: int, protocol: str, owner: Endpoint) -> bool:
+    if not rule_ports:
+        return True
+    for rule in rule_ports:
+        if rule.get("protocol", "TCP") != protocol:
+            continue
+        if "port" not in rule:
+            return True
+        number = owner.ports.get(rule["port"]) if isinstance(rule["port"], str) else rule["port"]
+        if number is not None and number <= port <= rule.get("endPort", number):
+            return True
+    return False
+
+
+def policy_types(spec: dict[str, Any]) -> list[str]:
+    return spec.get("policyTypes") or ["Ingress", *(["Egress"] if "egress" in spec else [])]
+
+
+def side_allows(
+    objects: tuple[dict[str, Any], ...],
+    subject: Endpoint,
+    other: Endpoint,
+    port: int,
+    protocol: str,
+    direction: str,
+) -> bool:
+    """Whether the policies selecting `subject` let this connection in (Ingress) or out (Egress)."""
+    if subject.namespace != NAMESPACE:
+        return True  # another namespace's policies are not ours to check
+    selecting = [
+        p["spec"]
+        for p in of_kind(objects, "NetworkPolicy")
+        if direction in policy_types(p["spec"])
+        and label_selector_matches(p["spec"]["podSelector"], subject.labels)
+    ]
+    if not selecting:
+        return True
+    rules_key, peers_key = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
+    server = subject if direction == "Ingress" else other
+    return any(
+        (not rule.get(peers_key) or any(peer_matches(peer, other) for peer in rule[peers_key]))
+        and port_matches(rule.get("ports"), port, protocol, server)
+        for spec in selecting
+        for rule in spec.get(rules_key, [])
+    )
+
+
+def connects(
+    objects: tuple[dict[str, Any], ...], client: Endpoint, server: Endpoint, port: int, protocol: str = "TCP"
+) -> bool:
+    return side_allows(objects, client, server, port, protocol, "Egress") and side_allows(
+        objects, server, client, port, protocol, "Ingress"
+    )
+
+
+def scraped_ports(objects: tuple[dict[str, Any], ...]) -> dict[str, int]:
+    """The container port each ServiceMonitor scrapes, by role (through its Service's targetPort)."""
+    found = {}
+    for monitor in of_kind(objects, "ServiceMonitor"):
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        services = [s for s in of_kind(objects, "Service") if selects(selector, s["metadata"]["labels"])]
+        for service in services:
+            (template,) = [
+                t
+                for _, t in pod_specs(objects)
+                if selects(service["spec"]["selector"], t["metadata"]["labels"])
+            ]
+            container_ports = {
+                p["name"]: p["containerPort"]
+                for c in template["spec"]["containers"]
+                for p in c.get("ports", [])
+            }
+            by_name = {p["name"]: p["targetPort"] for p in service["spec"]["ports"]}
+            (endpoint,) = monitor["spec"]["endpoints"]
+            found[role_of(template)] = container_ports[by_name[endpoint["port"]]]
+    return found
+
+
+def expected_ingress(objects: tuple[dict[str, Any], ...]) -> dict[tuple[str, int], set[str]]:
+    """(server, port) -> the clients that need it; every pair not listed admits no one."""
+    expected = {(role, port): {"ingress-controller"} for role, port in ROLE_PORTS.items()}
+    for role, port in scraped_ports(objects).items():
+        expected.setdefault((role, port), set()).add("prometheus")
+    if of_kind(objects, "RabbitmqCluster"):
+        expected[("rabbitmq", 5672)] = set(ROLES)
+        expected[("rabbitmq", 15672)] = {"ops", "keda-operator", "topology-operator"}
+        expected[("rabbitmq", 15692)] = {"prometheus"}
+        for port in (4369, 25672, 35672, 35682):
+            expected[("rabbitmq", port)] = {"rabbitmq"}
+    if of_kind(objects, "Cluster"):
+        expected[("ledger", 5432)] = {"consumer", "ops", "ledger"}
+        expected[("ledger", 8000)] = {"cnpg-operator", "ledger"}
+    return expected
+
+
+# Ports looked at on every pod, besides those its containers declare.
+EXTRA_PORTS = (22, 53, 80, 443, 5432, 5672, 8000, 15672, 35672, 35682)
+
+
+def probed_ports(everyone: list[Endpoint]) -> list[int]:
+    return sorted({*EXTRA_PORTS, *(port for e in everyone for port in e.ports.values())})
 
 
 @pytest.mark.parametrize("build", BUILDS)
-def test_network_policies_allow_exactly_the_documented_paths(build: str) -> None:
-    """Receiver from the ingress namespace, ops from this namespace, consumer out to its dependencies."""
+def test_a_default_deny_covers_every_pod_of_the_namespace(build: str) -> None:
+    """One policy selects every pod, for ingress and egress, and allows nothing: the rest are exceptions."""
+    denies = [
+        p
+        for p in of_kind(render(build), "NetworkPolicy")
+        if p["spec"]["podSelector"] == {}
+        and set(policy_types(p["spec"])) == {"Ingress", "Egress"}
+        and not p["spec"].get("ingress")
+        and not p["spec"].get("egress")
+    ]
+    assert len(denies) == 1
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_each_port_admits_exactly_the_clients_that_need_it(build: str) -> None:
+    """For every pod of the namespace and every port, the clients let in are exactly those named."""
     objects = render(build)
-    policy = {
-        p["metadata"]["name"].removeprefix("payrelay-"): p["spec"] for p in of_kind(objects, "NetworkPolicy")
+    everyone = endpoints(objects)
+    expected = expected_ingress(objects)
+    wrong = []
+    for server in [e for e in everyone if e.namespace == NAMESPACE and e.name != "stranger"]:
+        for port in probed_ports(everyone):
+            # A pod as its own client stands for another replica (RabbitMQ's and PostgreSQL's peers).
+            admitted = {
+                c.name for c in everyone if c.namespace is not None and connects(objects, c, server, port)
+            }
+            want = expected.get((server.name, port), set())
+            if admitted != want:
+                wrong.append(f"{server.name}:{port} admits {sorted(admitted)}, not {sorted(want)}")
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_prometheus_scrapes_each_role_on_its_metrics_port_only(build: str) -> None:
+    """Prometheus reaches each role on the port its ServiceMonitor scrapes, and on no other."""
+    objects = render(build)
+    everyone = {e.name: e for e in endpoints(objects)}
+    ports = probed_ports(list(everyone.values()))
+    for role, port in scraped_ports(objects).items():
+        reached = {p for p in ports if connects(objects, everyone["prometheus"], everyone[role], p)}
+        assert reached == {port}, role
+    assert set(scraped_ports(objects)) == {"receiver", "consumer", "ops"}
+    assert scraped_ports(objects)["receiver"] != ROLE_PORTS["receiver"], "never the receiver's public port"
+    for role in ROLES:
+        # Other pods of Prometheus' namespace (Grafana, exporters) are not Prometheus.
+        assert not any(connects(objects, everyone["grafana"], everyone[role], p) for p in ports), role
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_egress_reaches_only_what_each_role_uses(build: str) -> None:
+    """DNS for every pod; 443 for the consumer to public addresses only; the broker and the ledger pinned."""
+    objects = render(build)
+    everyone = {e.name: e for e in endpoints(objects)}
+    roles = [everyone[role] for role in ROLES]
+    addresses = [e for e in everyone.values() if e.namespace is None]
+    public = {"chargebee", "internet-v6"}
+    for client in roles:
+        assert connects(objects, client, everyone["kube-dns"], 53, "UDP"), client.name
+        assert connects(objects, client, everyone["kube-dns"], 53, "TCP"), client.name
+        for target in [e for e in everyone.values() if e.name not in {"kube-dns"}]:
+            assert not connects(objects, client, target, 53, "UDP"), f"{client.name} -> {target.name}:53"
+        for target in addresses:
+            allowed = client.name == "consumer" and target.name in public
+            assert connects(objects, client, target, 443) == allowed, f"{client.name} -> {target.name}:443"
+        for target in [e for e in everyone.values() if e.namespace is not None]:
+            assert not connects(objects, client, target, 443), f"{client.name} -> {target.name}:443"
+    dependencies = bool(of_kind(objects, "RabbitmqCluster"))
+    users = {5672: set(ROLES), 15672: {"ops"}, 5432: {"consumer", "ops"}}
+    for port, clients in users.items():
+        for client in roles:
+            out = {t.name for t in addresses if connects(objects, client, t, port)}
+            # The base alone: a broker or database at any address; with the dependencies, only theirs.
+            assert out == (
+                set() if dependencies or client.name not in clients else {t.name for t in addresses}
+            ), f"{client.name} -> :{port}"
+
+
+# -- RabbitMQ users ---------------------------------------------------------------------------------------
+
+
+def declaring_rights(topology: Topology) -> dict[str, set[str]]:
+    """What declaring the whole topology takes, by RabbitMQ's rules (access-control: the AMQP table)."""
+    rights: dict[str, set[str]] = {
+        "configure": {e.name for e in topology.exchanges} | {q.name for q in topology.queues},
+        "write": set(),
+        "read": set(),
     }
-    assert set(policy) >= {"receiver", "consumer", "ops", "topology"}
-    for spec in policy.values():
-        assert spec["policyTypes"] == ["Ingress", "Egress"]
-    receiver_from = [peer for rule in policy["receiver"]["ingress"] for peer in rule["from"]]
-    assert any(
-        p.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
-        == "ingress-nginx"
-        for p in receiver_from
-    )
-    assert all("namespaceSelector" in p for p in receiver_from), "not from every pod of the cluster"
-    assert policy_ports(policy["receiver"]["ingress"]) == {8080}
-    ops_from = [peer for rule in policy["ops"]["ingress"] for peer in rule["from"]]
-    assert {"podSelector": {}} in ops_from and policy_ports(policy["ops"]["ingress"]) == {8081}
-    assert policy_ports(policy["consumer"]["ingress"]) == {9102}
-    assert policy_ports(policy["consumer"]["egress"]) == {5672, 5432, 443, 53}
-    assert policy_ports(policy["receiver"]["egress"]) == {5672, 53}
-    assert policy_ports(policy["topology"]["egress"]) == {5672, 53}
-    assert not policy["topology"].get("ingress")
+    for queue in topology.queues:
+        if "x-dead-letter-exchange" in queue.arguments:
+            rights["write"].add(queue.arguments["x-dead-letter-exchange"] or "amq.default")
+            rights["read"].add(queue.name)
+    for binding in topology.bindings:
+        rights["write"].add(binding.queue)
+        rights["read"].add(binding.exchange)
+    return rights
+
+
+def role_rights(topology: Topology) -> dict[str, dict[str, set[str]]]:
+    """What each role does on the broker, beyond declaring (publishing to "" is writing amq.default)."""
+    t = topology
+    return {
+        "receiver": {"write": {t.events}},  # receiver.py: events, by type
+        # record_payment.py: consume, retry through "", dead-letter; outbox: confirmations;
+        # dead_letter_queue.py (the keeper): basic.get on the dead-letter queue.
+        "consumer": {
+            "read": {t.work_queue, t.dead_letter},
+            "write": {"amq.default", t.dead_letter, t.confirmations},
+        },
+        # ops and `payrelay dlq`: take dead letters in; replay through "" to the work queue.
+        "ops": {"read": {t.dead_letter}, "write": {"amq.default"}},
+        "topology": {},
+        "keda": {},  # the management API only
+    }
+
+
+# Every payrelay process declares the whole topology when it connects (service/broker.py, Broker._session;
+# receiver and ops also in cli._topology_refused), so each role that connects needs the declaring rights.
+DECLARING_USERS = set(ROLES)
+USER_TAGS = {"receiver": [], "consumer": [], "ops": ["management"], "topology": [], "keda": ["monitoring"]}
+
+
+def needed_rights(topology: Topology, user: str) -> dict[str, set[str]]:
+    declaring = declaring_rights(topology) if user in DECLARING_USERS else {}
+    own = role_rights(topology)[user]
+    return {
+        kind: declaring.get(kind, set()) | own.get(kind, set()) for kind in ("configure", "write", "read")
+    }
+
+
+def resource_names(topology: Topology) -> set[str]:
+    """payrelay's names, the built-in exchanges, and names that only resemble payrelay's."""
+    p = topology.prefix
+    ours = {e.name for e in topology.exchanges} | {q.name for q in topology.queues}
+    lookalikes = {f"x{p}.events", f"{p}.events.copy", f"{p}x.record-payment", f"{p}.retry.5s.x", f"{p}.other"}
+    return ours | lookalikes | {"amq.default", "amq.topic", "amq.direct", "amq.fanout", "other.queue", ""}
+
+
+@pytest.mark.parametrize("build", OVERLAYS)
+def test_rabbitmq_users_have_the_narrowest_rights_their_code_needs(build: str) -> None:
+    """One user per role; each Permission's regexes match exactly the names its role's code touches."""
+    objects = render(build)
+    topology = config_settings(role_config(objects, "consumer")).broker.topology()
+    users = {u["metadata"]["name"].removeprefix("payrelay-"): u for u in of_kind(objects, "User")}
+    assert set(users) == set(RABBITMQ_USERS)
+    permissions = {
+        p["spec"]["userReference"]["name"].removeprefix("payrelay-"): p
+        for p in of_kind(objects, "Permission")
+    }
+    assert set(permissions) == set(RABBITMQ_USERS), "one Permission per user, in the one vhost"
+    names = resource_names(topology)
+    for user in RABBITMQ_USERS:
+        assert sorted(users[user]["spec"]["tags"]) == USER_TAGS[user], user
+        needed = needed_rights(topology, user)
+        for kind, regex in permissions[user]["spec"]["permissions"].items():
+            # RabbitMQ searches each regex in the name (Erlang re:run), like re.search.
+            granted = {name for name in names if name and re.search(regex, name)}
+            assert granted == needed[kind], f"{user} {kind}: {sorted(granted ^ needed[kind])}"
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_each_role_connects_to_rabbitmq_as_its_own_user(build: str) -> None:
+    """Every container's AMQP URL is built from its role's own credentials Secret; none uses the admin."""
+    objects = render(build)
+    for where, container, template in containers(objects):
+        role = role_of(template)
+        env = {v["name"]: v for v in container["env"]}
+        url = urlsplit(env["PAYRELAY_AMQP_URL"]["value"])
+        assert url.scheme == "amqp" and url.path == "/", where
+        assert (url.username, url.password) == ("$(RABBITMQ_USERNAME)", "$(RABBITMQ_PASSWORD)"), where
+        names = [list(env).index(n) for n in ("RABBITMQ_USERNAME", "RABBITMQ_PASSWORD", "PAYRELAY_AMQP_URL")]
+        assert names == sorted(names), f"{where}: variables are expanded only from earlier ones"
+        for var, key in (("RABBITMQ_USERNAME", "username"), ("RABBITMQ_PASSWORD", "password")):
+            ref = env[var]["valueFrom"]["secretKeyRef"]
+            assert (ref["name"], ref["key"]) == (f"payrelay-{role}-user-credentials", key), where
+        for cluster in of_kind(objects, "RabbitmqCluster"):
+            assert url.hostname == f"{cluster['metadata']['name']}.{NAMESPACE}.svc", where
+        management = env_values(container).get("PAYRELAY_AMQP_MANAGEMENT_URL")
+        assert (management is not None) == (role == "ops"), f"{where}: only ops reads the management API"
+        serialized = json.dumps(container)
+        assert "default-user" not in serialized, f"{where}: the operator's administrator"
+    for user in of_kind(objects, "User"):
+        # The operator's Secret for a User is `<User name>-user-credentials`.
+        assert user["metadata"]["name"] in {f"payrelay-{u}" for u in RABBITMQ_USERS}
+
+
+# -- Pod Security -----------------------------------------------------------------------------------------
+
+RESTRICTED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+
+
+def restricted_pod_violations(where: str, spec: dict[str, Any]) -> list[str]:
+    """What keeps a pod spec from the "restricted" Pod Security Standard (Kubernetes' admission rules)."""
+    problems = [f"{where}: {host}" for host in ("hostNetwork", "hostPID", "hostIPC") if spec.get(host)]
+    for volume in spec.get("volumes", []):
+        kinds = set(volume) - {"name"}
+        if not kinds <= RESTRICTED_VOLUMES:
+            problems.append(f"{where}: volume {volume['name']} is {sorted(kinds)}")
+    for container in spec.get("initContainers", []) + spec.get("containers", []):
+        problems += restricted_container_violations(
+            f"{where}/{container['name']}", container, spec.get("securityContext", {})
+        )
+    return problems
+
+
+def restricted_container_violations(
+    where: str, container: dict[str, Any], pod_context: dict[str, Any]
+) -> list[str]:
+    context = container.get("securityContext", {})
+
+    def effective(key: str) -> Any:
+        return context.get(key, pod_context.get(key))
+
+    capabilities = context.get("capabilities", {})
+    checks = {
+        "privileged": not context.get("privileged"),
+        "allowPrivilegeEscalation is not false": context.get("allowPrivilegeEscalation") is False,
+        "capabilities": "ALL" in capabilities.get("drop", [])
+        and not set(capabilities.get("add", [])) - {"NET_BIND_SERVICE"},
+        "may run as root": effective("runAsNonRoot") is True and effective("runAsUser") != 0,
+        "seccompProfile": (effective("seccompProfile") or {}).get("type") in {"RuntimeDefault", "Localhost"},
+        "hostPort": not any(p.get("hostPort") for p in container.get("ports", [])),
+    }
+    return [f"{where}: {problem}" for problem, passed in checks.items() if not passed]
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_the_namespace_enforces_restricted_and_every_pod_meets_it(build: str) -> None:
+    """enforce=restricted; payrelay's pods, and RabbitMQ's as this configuration overrides them, meet it."""
+    objects = render(build)
+    labels = named(objects, "Namespace", NAMESPACE)["metadata"]["labels"]
+    for mode in ("enforce", "warn", "audit"):
+        assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted", mode
+    problems = [
+        p
+        for where, template in pod_specs(objects)
+        for p in restricted_pod_violations(where, template["spec"])
+    ]
+    for cluster in of_kind(objects, "RabbitmqCluster"):
+        spec = cluster["spec"]["override"]["statefulSet"]["spec"]["template"]["spec"]
+        # The operator's own pod spec is merged under these: its two containers must both be here.
+        assert {c["name"] for c in spec["initContainers"]} == {"setup-container"}
+        assert {c["name"] for c in spec["containers"]} == {"rabbitmq"}
+        problems += restricted_pod_violations(f"RabbitmqCluster/{cluster['metadata']['name']}", spec)
+    for cluster in of_kind(objects, "Cluster"):
+        # CloudNativePG's pods meet restricted on their own; the seccomp profile is made explicit.
+        assert cluster["spec"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert not problems, "\n".join(problems)
 
 
 # -- queues and metrics ------------------------------------------------------------------------------------
@@ -670,7 +1222,7 @@ def test_alerts_and_dashboard_query_real_metrics_and_labels(build: str) -> None:
 def test_queue_names_in_manifests_are_the_topology_s(build: str) -> None:
     """KEDA's queueName and every queue="..." in alerts and the dashboard are queues payrelay declares."""
     objects = render(build)
-    settings = Settings(**{k: v for k, v in config_toml(objects).items() if k != "sources"})
+    settings = config_settings(role_config(objects, "consumer"))
     topology = settings.broker.topology()
     queues = {queue.name for queue in topology.queues}
     (scaled,) = of_kind(objects, "ScaledObject")
