@@ -3,18 +3,30 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: dev test lint services install
+.PHONY: dev test lint services install lock
 
 # What `payrelay` needs to run; the test tools (a browser driver, fuzzers, linters) come on top.
-$(VENV)/.runtime: pyproject.toml
+# Dependencies come from the hashed lock files (pip refuses anything whose hash differs), then
+# the project itself, without dependencies.
+$(VENV)/.runtime: pyproject.toml requirements/runtime.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q --require-hashes -r requirements/runtime.lock
+	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
-$(VENV)/.test: $(VENV)/.runtime
-	$(BIN)/pip install -q -e '.[test]'
+$(VENV)/.test: $(VENV)/.runtime requirements/test.lock
+	$(BIN)/pip install -q --require-hashes -r requirements/test.lock
 	touch $@
+
+# Re-resolve the lock files from pyproject.toml (after changing a dependency), with pip-tools in
+# a throwaway virtualenv; review the diff, commit it.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv && .lock-venv/bin/pip install -q pip-tools
+	.lock-venv/bin/pip-compile -q --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url \
+		--no-emit-find-links -o requirements/runtime.lock pyproject.toml
+	.lock-venv/bin/pip-compile -q --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url \
+		--no-emit-find-links --extra test -o requirements/test.lock pyproject.toml
+	rm -rf .lock-venv
 
 install: $(VENV)/.runtime
 
