@@ -72,6 +72,8 @@ _RABBITMQ_REASONS = {
     "expired": "expired",
     "rejected": "rejected",
 }
+# What `reason_of` may also say of a letter RabbitMQ dead-lettered itself, beyond the delivery limit.
+BROKER_REASONS: Final = ("expired", "rejected", "unknown")
 
 
 class FilterError(ValueError):

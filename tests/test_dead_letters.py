@@ -16,7 +16,7 @@ import pytest
 
 from service import messages
 from service.cli import build_parser
-from service.cli.dlq import assignment, selector
+from service.cli.dlq import assignment, reason, selector
 from service.dead_letters import (
     CLEARED,
     EDITABLE,
@@ -469,3 +469,13 @@ def test_audit_records_and_ledger_entries_as_json_in_utc() -> None:
 def test_the_cli_refuses_a_set_it_cannot_apply_before_reading_the_queue(text: str, refusal: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match=refusal):
         assignment(text)
+
+
+@pytest.mark.parametrize(
+    "name", ["unmatched_invoice", "delivery_limit_exceeded", "expired", "rejected", "unknown"]
+)
+def test_the_cli_takes_every_reason_a_letter_can_have(name: str) -> None:
+    """RabbitMQ's own rarer reasons too: otherwise such letters could be reached only by id or --all."""
+    assert reason(name) == name
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown reason 'bogus'"):
+        reason("bogus")
