@@ -2,7 +2,8 @@
 
 The signed content is `"{webhook-id}.{webhook-timestamp}.{raw body}"`, the MAC HMAC-SHA256 keyed
 with the base64 part of a `whsec_` secret, and the header a space-separated list of
-`v1,<base64 MAC>` entries. Every malformed input is a `SignatureError` (a 401), never a crash.
+`v1,<base64 MAC>` entries. Every malformed input is a `SignatureError` (a 401), never a crash;
+a `webhook-id` may not contain `.`, the separator of the signed content.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 SECRET_PREFIX = "whsec_"
 _MAC_LEN = hashlib.sha256().digest_size
 _MAX_ID_LEN = 256
+# Standard Webhooks: keys of 24 to 64 bytes. Shorter ones are refused when the settings load.
+MIN_KEY_BYTES = 24
 
 
 class SignatureError(Exception):
@@ -75,7 +78,7 @@ class Verifier:
         """Raise `SignatureError` unless one signature matches one key within the tolerance."""
         if not msg_id or not timestamp or not signature:
             raise SignatureError("missing webhook-id, webhook-timestamp or webhook-signature header")
-        if len(msg_id) > _MAX_ID_LEN or not msg_id.isprintable():
+        if len(msg_id) > _MAX_ID_LEN or not msg_id.isprintable() or "." in msg_id:
             raise SignatureError("malformed webhook-id header")
         if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
             raise SignatureError("malformed webhook-timestamp header (expected Unix seconds)")

@@ -21,7 +21,7 @@ from service.settings import Settings, SourceSettings
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-OLD_SECRET = "whsec_b2xkLXNlY3JldC1zdGlsbC12YWxpZA=="
+OLD_SECRET = "whsec_b2xkLXNlY3JldC1zdGlsbC12YWxpZC1pbi1yb3RhdGlvbg=="
 # Each source its own secret: Settings refuses one secret for two sources (SPEC §2).
 LOCKBOX_SECRET = "whsec_bG9ja2JveC10ZXN0LXNlY3JldCwgbm90IGFjbWUtYmFuaw=="
 

@@ -1,10 +1,13 @@
 """Parsing and validating inbound CloudEvents (SPEC §2)."""
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from service.event_data import Allocation, parse_time
 from service.events import BodyError, ContractError, parse_body, validate, validate_batch
@@ -111,6 +114,80 @@ def test_body_shape_errors(body: bytes, content_type: str, message: str) -> None
     """Bodies that are not JSON, or not the shape their content type promises, are BodyErrors."""
     with pytest.raises(BodyError, match=message):
         parse_body(body, content_type)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"specversion":"1.0","id":"a","id":"b"}',
+        b'{"data": {"amount": "1.00", "amount": "1000000.00"}}',
+        b'{"data":{"payer":{"name":"x:y","name":"z"}}}',
+        b'{"k\\/":1,"k/":2}',  # one key, two spellings
+        b'{"\\u0061":1,"a":2}',  # the same, by a \\u escape (the exact path)
+        b'{"a":"\\u003a","a":1}',  # an escaped colon cannot hide the second key
+    ],
+)
+def test_a_repeated_key_is_a_body_error(body: bytes) -> None:
+    """orjson would keep the last of two equal keys; a signed body means one thing, so it is a 400."""
+    with pytest.raises(BodyError, match="same key twice"):
+        parse_body(body, "application/json")
+    with pytest.raises(BodyError, match="same key twice"):
+        parse_body(b"[" + body + b"]", "application/cloudevents-batch+json")
+
+
+def test_colons_in_values_and_escapes_are_not_repeats() -> None:
+    """Times, URNs, escaped text and the same key in two objects are all fine."""
+    raw = {**deposit(), "source": "urn:acme-bank:statement", "time": "2026-11-25T10:00:00Z"}
+    raw["data"]["memo"] = 'M\u00fcller: "INV:1"'
+    for dumped in (orjson.dumps(raw), json.dumps(raw, indent=2).encode(), json.dumps(raw).encode()):
+        assert parse_body(dumped, "application/json") == ([raw], False)
+    assert parse_body(orjson.dumps([raw, raw]), "application/cloudevents-batch+json") == ([raw, raw], True)
+
+
+# JSON text as written: `\\u003a` is a colon, `\\/` a slash, so keys repeat in more than one spelling.
+_KEYS = st.sampled_from(["a", "b", ":", "a:b", "\\u00e9", "\\u003a", "\\/", "/"])
+_JSON_TEXT = st.recursive(
+    st.one_of(st.integers(), st.booleans(), st.none(), st.builds(lambda k: f"v{k}", _KEYS)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.lists(st.tuples(_KEYS, inner), max_size=4),  # pairs: keys may repeat
+    ),
+    max_leaves=12,
+)
+
+
+def _render(value: Any) -> str:
+    """JSON text with keys written as given (so escapes and repeats survive), pairs as objects."""
+    if isinstance(value, list) and all(isinstance(v, tuple) for v in value) and value:
+        return "{" + ",".join(f'"{k}" : {_render(v)}' for k, v in value) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_render(v) for v in value) + "]"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return json.dumps(value)
+
+
+def _repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    if len({k for k, _ in pairs}) < len(pairs):
+        raise KeyError("repeated")
+    return dict(pairs)
+
+
+@given(_JSON_TEXT)
+def test_the_fast_repeat_check_agrees_with_an_exact_parse(value: Any) -> None:
+    """Whatever the keys, escapes and nesting, a body is refused exactly when a key repeats."""
+    text = _render(value).encode()
+    try:
+        json.loads(text, object_pairs_hook=_repeats)
+        repeated = False
+    except KeyError:
+        repeated = True
+    wrapped = b"[" + text + b"]"
+    if repeated:
+        with pytest.raises(BodyError, match="same key twice"):
+            parse_body(wrapped, "application/cloudevents-batch+json")
+    else:
+        assert parse_body(wrapped, "application/cloudevents-batch+json") == ([orjson.loads(text)], True)
 
 
 def test_parse_body_single_and_batch() -> None:

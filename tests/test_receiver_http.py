@@ -16,9 +16,10 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from starlette.applications import Starlette
 
 from service.broker import MemoryPublisher, Outgoing
-from service.receiver import create_app
+from service.receiver import create_app, create_metrics_app
 from service.sender import example_event, signed_headers
 from service.settings import Settings
 from tests.conftest import LOCKBOX_SECRET, OLD_SECRET, SECRET, make_settings
@@ -233,18 +234,28 @@ async def test_oversized_body_is_413(client: httpx.AsyncClient) -> None:
     assert response.status_code == 413
 
 
-async def test_health_metrics_and_openapi(client: httpx.AsyncClient, publisher: MemoryPublisher) -> None:
+async def metrics_of(app: Starlette) -> str:
+    """What Prometheus scrapes: /metrics of the receiver's metrics app (receiver_metrics_port)."""
+    transport = httpx.ASGITransport(app=create_metrics_app(app))
+    async with httpx.AsyncClient(transport=transport, base_url="http://metrics") as scraper:
+        return (await scraper.get("/metrics")).text
+
+
+async def test_health_metrics_and_openapi(settings: Settings, publisher: MemoryPublisher) -> None:
     """healthz, readyz (the publisher's readiness), metrics with ingest counters, and the OpenAPI document."""
-    await post(client, new_deposit("INV-1001", "1250.00"))
-    assert (await client.get("/readyz")).status_code == 200
-    publisher.ready = False
-    assert (await client.get("/readyz")).status_code == 503
-    assert (await client.get("/healthz")).status_code == 200
-    text = (await client.get("/metrics")).text
+    app = create_app(settings, publisher=publisher)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://receiver") as client:
+        await post(client, new_deposit("INV-1001", "1250.00"))
+        assert (await client.get("/readyz")).status_code == 200
+        publisher.ready = False
+        assert (await client.get("/readyz")).status_code == 503
+        assert (await client.get("/healthz")).status_code == 200
+        document = (await client.get("/openapi.json")).json()
+    assert document["paths"]["/v1/ingest/{source}"]["post"]["responses"]["202"]
+    text = await metrics_of(app)
     assert 'payrelay_ingest_events_total{source="acme-bank",status="202",type="bank.deposit"} 1.0' in text
     assert "payrelay_publish_duration_seconds_bucket" in text
-    document = (await client.get("/openapi.json")).json()
-    assert document["paths"]["/v1/ingest/{source}"]["post"]["responses"]["202"]
 
 
 class BrokenPublisher(MemoryPublisher):
@@ -261,7 +272,7 @@ async def test_an_unexpected_error_is_a_counted_problem_json_500(
         transport=httpx.ASGITransport(app=app), base_url="http://receiver"
     ) as client:
         response = await post(client, new_deposit("INV-1001", "1250.00"))
-        metrics = (await client.get("/metrics")).text
+    metrics = await metrics_of(app)
     assert response.status_code == 500
     assert response.headers["Content-Type"] == "application/problem+json"
     assert response.json() == {
@@ -289,3 +300,38 @@ def test_unique_ids() -> None:
     """example_event gives every event its own id."""
     assert len({example_event("bank.deposit", amount="1.00", currency="USD")["id"] for _ in range(10)}) == 10
     assert uuid.UUID(example_event("check.scan", amount="1.00", currency="USD")["id"])
+
+
+# -- Standard Webhooks conformance and strict bodies ------------------------------------------------
+
+
+async def test_a_signed_body_with_a_repeated_key_is_400(
+    client: httpx.AsyncClient, publisher: MemoryPublisher
+) -> None:
+    """A correctly signed body whose `data.amount` appears twice is refused: it means one thing only."""
+    event = new_deposit("INV-1001", "1.00")
+    body = orjson.dumps(event).replace(b'"amount":"1.00"', b'"amount":"1.00","amount":"1000000.00"')
+    response = await post(client, None, raw=body, content_type="application/cloudevents+json")
+    assert (response.status_code, response.headers["Content-Type"]) == (400, "application/problem+json")
+    assert "same key twice" in response.json()["detail"]
+    assert publisher.published == []
+
+
+async def test_a_webhook_id_with_dots_is_401(client: httpx.AsyncClient, publisher: MemoryPublisher) -> None:
+    """`webhook-id: a.b.c`, signed correctly over `a.b.c.{timestamp}.{body}`, is still a 401."""
+    body = orjson.dumps(new_deposit("INV-1001", "1250.00"))
+    headers = signed_headers(SECRET, body, "application/cloudevents+json", msg_id="a.b.c")
+    response = await client.post("/v1/ingest/acme-bank", content=body, headers=headers)
+    assert response.status_code == 401
+    assert response.json()["detail"] == "malformed webhook-id header"
+    assert publisher.published == []
+
+
+async def test_a_content_length_of_other_digits_is_not_a_500(client: httpx.AsyncClient) -> None:
+    """`Content-Length: ²` passes `str.isdigit()` but not int(): it is ignored, the body measured."""
+    body = orjson.dumps(new_deposit("INV-1001", "1250.00"))
+    signed = signed_headers(SECRET, body, "application/cloudevents+json")
+    headers = [(k.encode(), v.encode()) for k, v in signed.items()]
+    headers.append((b"content-length", "²".encode("latin-1")))
+    request = client.build_request("POST", "/v1/ingest/acme-bank", content=body, headers=headers)
+    assert (await client.send(request)).status_code == 202

@@ -1,5 +1,6 @@
 """Settings from TOML plus PAYRELAY_* overrides, validated with messages that name the bad key."""
 
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +134,7 @@ def write_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> 
     [
         (SECRET, SECRET),
         # The same key in two base64 spellings (the last character's unused bits differ).
-        ("whsec_c2FtZS1rZXk=", "whsec_c2FtZS1rZXl="),
+        ("whsec_c2FtZS1rZXktaW4tdHdvLXNwZWxsaW5ncw==", "whsec_c2FtZS1rZXktaW4tdHdvLXNwZWxsaW5ncx=="),
     ],
 )
 def test_a_secret_shared_by_two_sources_is_refused(
@@ -204,6 +205,9 @@ _ENV_VALUES = {
     "amqp_url": "amqp://u:p@broker:5672/", "amqp_prefix": "pfx", "publish_timeout_seconds": "7",
     "delivery_limit": "9", "retry_delays_seconds": "[3, 4]", "amqp_management_url": "http://mq:15672",
     "max_body_bytes": "99", "max_batch_events": "9", "chargebee_site": "acme",
+    "receiver_max_header_bytes": "8192", "receiver_max_headers": "20", "receiver_max_connections": "50",
+    "receiver_header_timeout_seconds": "2", "receiver_body_timeout_seconds": "3",
+    "receiver_metrics_port": "9200", "receiver_trusted_hosts": '["payrelay.example.com"]',
     "chargebee_base_url": "http://127.0.0.1:1", "chargebee_api_key": "test_k", "chargebee_api_version": "v2",
     "chargebee_rate_limit": "0", "chargebee_timeout_seconds": "3", "skip_emails": "true",
     "skip_webhooks": "true", "skip_actions": "true", "ledger_url": "sqlite:///x.db",
@@ -310,3 +314,62 @@ def test_the_parts_build_what_they_configure() -> None:
     assert (acme.skip_headers(), acme.invoice_pattern) == ({}, "A-\\d+")
     assert other.skip_headers() == {"chargebee-event-email": "all-disabled"}
     assert other.invoice_pattern == config.consumer.invoice_pattern
+
+
+# -- the receiver's own settings -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "short",
+    [
+        "whsec_YWJj",  # 3 bytes
+        "whsec_" + base64.b64encode(b"k" * 23).decode(),  # one short of Standard Webhooks' 24
+    ],
+)
+def test_a_secret_shorter_than_24_bytes_is_refused_naming_the_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, short: str
+) -> None:
+    """Standard Webhooks keys are at least 24 bytes: a shorter one stops the start with one line that
+    names the source and the secret's place, never the secret."""
+    secret_file = tmp_path / "acme"
+    secret_file.write_text(f"{SECRET}\n{short}\n")
+    write_config(tmp_path, monkeypatch, f"[sources.acme-bank]\nsecrets_file = '{secret_file}'\n")
+    with pytest.raises(ConfigError) as exc:
+        load_settings()
+    lines = str(exc.value).splitlines()
+    assert lines[0] == "invalid configuration:" and len(lines) == 2
+    assert lines[1].startswith("  sources.acme-bank: ")
+    assert "secret 2 is" in lines[1] and "at least 24" in lines[1]
+    assert short not in lines[1] and short.removeprefix("whsec_") not in lines[1]
+
+
+def test_a_24_byte_secret_is_enough() -> None:
+    secret = "whsec_" + base64.b64encode(b"k" * 24).decode()
+    assert Settings(sources={"a": SourceSettings(secrets=[secret])}).sources["a"].secrets
+
+
+def test_the_receivers_limits_and_hosts_have_documented_defaults() -> None:
+    """The defaults the README's "Receiver limits" states."""
+    receiver = Settings().receiver
+    assert (receiver.max_header_bytes, receiver.max_headers, receiver.max_connections) == (16384, 100, 1000)
+    assert (receiver.header_timeout_seconds, receiver.body_timeout_seconds) == (10.0, 30.0)
+    assert (receiver.metrics_port, receiver.trusted_hosts) == (9103, ["*"])
+
+
+@pytest.mark.parametrize(
+    ("hosts", "valid"),
+    [
+        (["*"], True),
+        (["payrelay.example.com", "*.example.org", "10.0.0.7", "::1"], True),
+        (["https://payrelay.example.com"], False),
+        (["payrelay.example.com:443"], False),
+        (["pay*.example.com"], False),
+        ([], False),
+    ],
+)
+def test_trusted_hosts_are_names_addresses_or_wildcards(hosts: list[str], valid: bool) -> None:
+    if valid:
+        assert Settings(receiver_trusted_hosts=hosts).receiver.trusted_hosts == hosts
+    else:
+        with pytest.raises(ValidationError, match="receiver.trusted_hosts"):
+            Settings(receiver_trusted_hosts=hosts)

@@ -115,3 +115,12 @@ def test_bad_secrets_are_rejected_at_configuration(secret: str) -> None:
     """A secret that is not whsec_<base64> is a ValueError, raised when settings load."""
     with pytest.raises(ValueError, match="secret"):
         decode_secret(secret)
+
+
+@pytest.mark.parametrize("msg_id", ["a.b.c", "msg.1", "."])
+def test_a_webhook_id_with_a_dot_is_refused(msg_id: str) -> None:
+    """`.` separates id, timestamp and body in the signed content, so an id may not contain one,
+    even when the signature over that content is right."""
+    header = sign(SECRET, msg_id, NOW, BODY)
+    with pytest.raises(SignatureError, match="malformed webhook-id"):
+        verifier(SECRET).verify(msg_id, str(NOW), header, BODY, NOW)

@@ -9,7 +9,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from service.events import EVENT_TYPES, EventType
-from service.signatures import decode_secret
+from service.signatures import MIN_KEY_BYTES, decode_secret
 
 _SKIP_HEADERS = {
     "skip_emails": "chargebee-event-email",
@@ -54,8 +54,13 @@ class SourceSettings(BaseModel):
             secrets += [SecretStr(s) for s in text.split()]
         if not secrets:
             raise ValueError("a source needs at least one secret (secrets or secrets_file)")
-        for secret in secrets:
-            decode_secret(secret.get_secret_value())  # ValueError says what is wrong, not the value
+        for position, secret in enumerate(secrets, 1):
+            key = decode_secret(secret.get_secret_value())  # ValueError says what is wrong, not the value
+            if len(key) < MIN_KEY_BYTES:
+                raise ValueError(
+                    f"secret {position} is {len(key)} bytes once decoded; Standard Webhooks needs at least "
+                    f"{MIN_KEY_BYTES} (make one with: echo whsec_$(openssl rand -base64 32))"
+                )
         object.__setattr__(self, "secrets", secrets)
         return self
 
