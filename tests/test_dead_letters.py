@@ -453,6 +453,8 @@ def test_audit_records_and_ledger_entries_as_json_in_utc() -> None:
         "last_error": None,
         "reason": None,
         "generation": 0,
+        "amount": None,
+        "currency": None,
         "created_at": "2026-11-25T12:00:00Z",
         "updated_at": "2026-11-25T12:00:00Z",
     }

@@ -247,21 +247,21 @@ async def test_recent_lists_newest_updated_first(ledger: Ledger) -> None:
     assert [e.key for e in await ledger.recent(limit=2)] == [keys[0], keys[2]]
 
 
-async def test_counts_since_counts_states_updated_since(ledger: Ledger) -> None:
-    """counts_since() counts entries per state among those updated at or after the given time."""
+async def test_outcomes_since_counts_states_and_reasons_updated_since(ledger: Ledger) -> None:
+    """outcomes_since() counts entries per (state, reason) among those updated at or after a time."""
     keys = [("acme-bank", "urn:acme", f"evt-{n}") for n in range(4)]
     for key in keys:
         await claim(ledger, key=key)
     await ledger.record_success(keys[0], recorded(), owner="w1")
     await ledger.record_failure(keys[1], owner="w1", error="503", reason=None, final=False)
     await ledger.record_failure(keys[2], owner="w1", error="404", reason="invoice_not_found", final=True)
-    assert await ledger.counts_since(datetime.now(UTC) - timedelta(minutes=1)) == {
-        "recorded": 1,
-        "failed": 1,
-        "dead_lettered": 1,
-        "in_progress": 1,
+    assert await ledger.outcomes_since(datetime.now(UTC) - timedelta(minutes=1)) == {
+        ("recorded", None): 1,
+        ("failed", None): 1,
+        ("dead_lettered", "invoice_not_found"): 1,
+        ("in_progress", None): 1,
     }
-    assert await ledger.counts_since(datetime.now(UTC) + timedelta(seconds=1)) == {}
+    assert await ledger.outcomes_since(datetime.now(UTC) + timedelta(seconds=1)) == {}
 
 
 async def test_times_are_aware_utc(ledger: Ledger) -> None:
@@ -279,7 +279,7 @@ async def test_times_are_aware_utc(ledger: Ledger) -> None:
 async def test_naive_times_are_refused(ledger: Ledger) -> None:
     """A naive datetime is ambiguous, so the ledger refuses it rather than guess its zone."""
     with pytest.raises(ValueError, match="naive"):
-        await ledger.counts_since(datetime.now())
+        await ledger.outcomes_since(datetime.now())
 
 
 async def test_audit_is_appended_and_listed_newest_first(ledger: Ledger) -> None:

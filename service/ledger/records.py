@@ -63,6 +63,8 @@ class Entry:
     generation: int
     reconcile: bool
     confirmed_at: datetime | None
+    amount: int | None = None  # minor units, once Chargebee has recorded it
+    currency: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON of the ops API's ledger rows (the overview's recent outcomes, an event's story)."""
@@ -79,6 +81,8 @@ class Entry:
             "last_error": self.last_error,
             "reason": self.reason,
             "generation": self.generation,
+            "amount": self.amount,
+            "currency": self.currency,
             "created_at": rfc3339(self.created_at),
             "updated_at": rfc3339(self.updated_at),
         }

@@ -342,16 +342,16 @@ class Ledger:
             rows = (await conn.execute(ordered)).all()
         return [to_entry(row) for row in rows]
 
-    async def counts_since(self, since: datetime) -> dict[str, int]:
-        """State → how many entries were last updated at or after `since`."""
+    async def outcomes_since(self, since: datetime) -> dict[tuple[str, str | None], int]:
+        """(state, reason) → how many entries were last updated at or after `since`."""
         query = (
-            sa.select(LEDGER.c.state, sa.func.count())
+            sa.select(LEDGER.c.state, LEDGER.c.reason, sa.func.count())
             .where(LEDGER.c.updated_at >= utc(since))
-            .group_by(LEDGER.c.state)
+            .group_by(LEDGER.c.state, LEDGER.c.reason)
         )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return {state: count for state, count in rows}
+        return {(state, reason): count for state, reason, count in rows}
 
     async def cleanup(self, *, retention_days: int, now: datetime | None = None) -> int:
         """Delete entries of every state not updated for `retention_days`; returns how many went.

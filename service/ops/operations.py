@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
-import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.broker import Broker, BrokerUnavailable
@@ -22,8 +21,6 @@ from service.dead_letter_store import DeadLetterStore
 from service.dead_letters import SELECTORS, Filter, FilterError, Letter, Outcome, parse_age
 from service.ledger import AuditRecord, Entry, Ledger
 from service.ledger.letters import letter_number
-from service.ledger.records import to_entry
-from service.ledger.tables import KEY_COLUMNS, LEDGER, utc
 from service.messages import rfc3339
 from service.metrics import Metrics
 from service.queue_stats import QueueStat, queue_stats
@@ -138,7 +135,7 @@ class Ops:
             stats: list[QueueStat] | None = await self.queues()
         except BrokerUnavailable:
             stats = None
-        outcomes = await outcomes_since(self.ledger, since)
+        outcomes = await self.ledger.outcomes_since(since)
         counts: dict[str, int] = {}
         for (state, _), n in outcomes.items():
             counts[state] = counts.get(state, 0) + n
@@ -157,7 +154,7 @@ class Ops:
             },
             "chargebee_error_rate": error_rate(outcomes),
             "dead_letter_rate": dead_letter_rate(counts),
-            "recent": await recent_outcomes(self.ledger, RECENT_OUTCOMES),
+            "recent": [e.as_dict() for e in await self.ledger.recent(RECENT_OUTCOMES)],
         }
 
     async def list_dead_letters(self, selector: Filter | None, limit: int) -> list[Letter]:
@@ -287,35 +284,3 @@ def dead_letter_rate(counts: dict[str, int]) -> float | None:
     dead = counts.get("dead_lettered", 0)
     settled = dead + counts.get("recorded", 0) + counts.get("failed", 0)
     return round(dead / settled, 4) if settled else None
-
-
-async def outcomes_since(ledger: Ledger, since: datetime) -> Outcomes:
-    """(state, reason) -> payments last updated at or after `since`.
-
-    `Ledger.counts_since` counts by state only and the error rate needs the reasons, so this reads
-    the ledger's table through its engine: a read-only query that belongs in `Ledger` (to move).
-    """
-    query = (
-        sa.select(LEDGER.c.state, LEDGER.c.reason, sa.func.count())
-        .where(LEDGER.c.updated_at >= utc(since))
-        .group_by(LEDGER.c.state, LEDGER.c.reason)
-    )
-    async with ledger._engine.connect() as conn:
-        rows = (await conn.execute(query)).all()
-    return {(state, reason): n for state, reason, n in rows}
-
-
-async def recent_outcomes(ledger: Ledger, limit: int) -> list[dict[str, Any]]:
-    """The latest ledger entries, newest first: `Entry.as_dict()` plus the recorded `amount`
-    (minor units) and `currency`, both null until Chargebee has recorded the payment.
-
-    `Ledger.recent` with the two columns `Entry` does not carry yet (to move into `Ledger`).
-    """
-    query = (
-        sa.select(LEDGER)
-        .order_by(LEDGER.c.updated_at.desc(), *(LEDGER.c[n] for n in KEY_COLUMNS))
-        .limit(limit)
-    )
-    async with ledger._engine.connect() as conn:
-        rows = (await conn.execute(query)).all()
-    return [{**to_entry(row).as_dict(), "amount": row.amount, "currency": row.currency} for row in rows]
