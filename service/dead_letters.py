@@ -84,6 +84,16 @@ class EditError(ValueError):
     """A --set that cannot be applied (unknown field, or the edited event is invalid)."""
 
 
+def check_reason(reason: str) -> str:
+    """A reason a letter can have (SPEC §6, or RabbitMQ's own); another could only ever match nothing."""
+    if reason not in messages.DEAD_LETTER_REASONS and reason not in BROKER_REASONS:
+        raise FilterError(
+            f"unknown reason {reason!r}; the reasons are: {', '.join(messages.DEAD_LETTER_REASONS)} "
+            f"(and RabbitMQ's rarer {', '.join(BROKER_REASONS)})"
+        )
+    return reason
+
+
 def parse_age(value: str | None) -> timedelta | None:
     """`90s`, `30m`, `2h`, `7d` (or plain seconds), as the age filters take them; "" is no filter."""
     if value is None or not value.strip():
@@ -238,11 +248,13 @@ class Filter:
     ) -> Filter:
         """From text by `SELECTORS` name (a query string, a JSON body, a form); "" is no filter.
 
-        Raises FilterError for an age it cannot read.
+        Raises FilterError for an age it cannot read or a reason no letter can have.
         """
         chosen = {name: (values.get(name) or None) for name in SELECTORS}
         for name in AGES:
             chosen[name] = parse_age(chosen[name])
+        if chosen["reason"] is not None:
+            check_reason(chosen["reason"])
         return cls(ids=tuple(i for i in ids if i), everything=everything, **chosen)
 
     @property

@@ -522,7 +522,6 @@ async def test_list_with_each_filter(harness: Harness) -> None:
         "?older_than=2h&newer_than=1d": ["evt-a"],
         "?reason=invoice_not_found&source=lockbox": ["evt-c"],
         "?limit=2": ["evt-a", "evt-b"],
-        "?reason=no_such_reason": [],
     }
     for query, ids in expected.items():
         assert await harness.dead_letter_ids(query) == ids, query
@@ -545,7 +544,7 @@ async def test_list_with_each_filter(harness: Harness) -> None:
         "currency": "USD",
         "replays": 0,
     }
-    for bad in ("?older_than=soon", "?limit=0", "?limit=5000"):
+    for bad in ("?older_than=soon", "?limit=0", "?limit=5000", "?reason=no_such_reason"):
         status, problem = await harness.api("GET", f"/api/dead-letters{bad}")
         assert status == 422, bad
         assert problem["status"] == 422

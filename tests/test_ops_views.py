@@ -10,13 +10,13 @@ from typing import Any
 import orjson
 import pytest
 
-from service.dead_letters import Letter, decode
+from service.dead_letters import Filter, FilterError, Letter, decode
 from service.ledger import Entry
 from service.messages import DEAD_LETTER_REASONS
 from service.ops import views
-from service.ops.dead_letter_pages import REASONS, came_from, known_reason, options
+from service.ops.dead_letter_pages import REASONS, came_from, options
 from service.ops.layout import Frame, templates
-from service.ops.operations import BadRequest, Outcomes, Story, dead_letter_rate, error_rate
+from service.ops.operations import Outcomes, Story, dead_letter_rate, error_rate
 
 PREFIX = "p"
 WATCHED = [
@@ -331,7 +331,6 @@ def test_a_refused_action_knows_the_page_it_came_from() -> None:
 def test_the_reason_filter_offers_the_known_reasons_and_any() -> None:
     assert [o.value for o in options(REASONS, None)] == ["", *DEAD_LETTER_REASONS]
     assert [o.label for o in options(REASONS, "overpayment") if o.selected] == ["overpayment"]
-    known_reason(None)
-    known_reason("overpayment")
-    with pytest.raises(BadRequest, match="unknown reason 'voided'; the reasons are: invalid_event, "):
-        known_reason("voided")
+    assert Filter.from_text({"reason": "overpayment"}).reason == "overpayment"
+    with pytest.raises(FilterError, match="unknown reason 'voided'; the reasons are: invalid_event, "):
+        Filter.from_text({"reason": "voided"})

@@ -27,13 +27,13 @@ from service.cli.render import audit_table, letter_detail, letters_table, print_
 from service.dead_letter_queue import Keeper
 from service.dead_letter_store import DeadLetterStore
 from service.dead_letters import (
-    BROKER_REASONS,
     EDITABLE,
     SELECTORS,
     EditError,
     Filter,
     FilterError,
     Outcome,
+    check_reason,
     parse_age,
     refusal,
 )
@@ -79,12 +79,10 @@ def rate(text: str) -> float:
 
 def reason(text: str) -> str:
     """One of the dead-letter reasons (SPEC §6); a typo would otherwise select nothing, silently."""
-    if text not in DEAD_LETTER_REASONS and text not in BROKER_REASONS:
-        raise argparse.ArgumentTypeError(
-            f"unknown reason {text!r}; the reasons are: {', '.join(DEAD_LETTER_REASONS)} "
-            f"(and RabbitMQ's rarer {', '.join(BROKER_REASONS)})"
-        )
-    return text
+    try:
+        return check_reason(text)
+    except FilterError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_selectors(parser: argparse.ArgumentParser, *, ids: bool = True) -> None:

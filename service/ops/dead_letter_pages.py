@@ -147,12 +147,6 @@ def bulk(params: QueryParams, selector: Filter | None) -> Bulk:
     return Bulk(tuple(fields), scope)
 
 
-def known_reason(reason: str | None) -> None:
-    """A reason the list's filter offers (or none); another could only ever match nothing."""
-    if reason and reason not in DEAD_LETTER_REASONS:
-        raise BadRequest(f"unknown reason {reason!r}; the reasons are: {', '.join(DEAD_LETTER_REASONS)}")
-
-
 def notice(done: str | None, n: str | None) -> str:
     """What the list says after a confirmed action redirected to it; "" when nothing was done."""
     if done not in ("replayed", "purged") or not (n or "").isdigit():
@@ -187,7 +181,6 @@ class DeadLetterPages:
     async def index(self, request: Request) -> Response:
         params = request.query_params
         try:
-            known_reason(params.get("reason"))
             selector = query_filter(params)
             raw_limit = params.get("limit") or str(DEFAULT_LIST_LIMIT)
             if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
