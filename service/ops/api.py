@@ -16,19 +16,22 @@ RFC 3339 UTC; rates are messages per second.
 
 `GET /api/overview`
     The dashboard in one call: `queues` (as above), `consumers`, `consumers_healthy` (the work
-    queue has a consumer), `dead_letters` (letters kept in the ledger, waiting for an operator), `broker`
-    ("open"/"closed"), `ledger` `{"since", "counts": {state: n}}` for the last hour,
-    `chargebee_error_rate` (failed + dead-lettered over all settled in the last hour, 0..1, null
-    when none settled), `recent` (the 20 latest ledger entries: `origin`, `source`, `event_id`,
-    `state`, `invoice_id`, `attempts`, `transaction_id`, `invoice_status`, `last_error`,
-    `reason`, `generation`, `created_at`, `updated_at`) and `generated_at`.
+    queue has a consumer), `dead_letters` (letters kept in the ledger, waiting for an operator),
+    `broker` ("open"/"closed"), `ledger` `{"since", "counts": {state: n}, "reached_chargebee"}`
+    for the last hour, `chargebee_error_rate` (of the payments whose outcome was Chargebee's, the
+    share it failed or refused; 0..1, null when none), `dead_letter_rate` (of the settled
+    payments, the share dead-lettered for any reason), `recent` (the 20 latest ledger entries:
+    `origin`, `source`, `event_id`, `state`, `invoice_id`, `attempts`, `transaction_id`,
+    `invoice_status`, `last_error`, `reason`, `generation`, `amount` (minor units) and
+    `currency` once recorded, `created_at`, `updated_at`) and `generated_at`.
 
 `GET /api/dead-letters?reason=&source=&type=&invoice=&older_than=&newer_than=&limit=`
     `{"dead_letters": [...], "count": n}`, the letters waiting, oldest first: the fields of
     `payrelay dlq list --json` (`id` (the letter's own, `dl-17`), `event_id`, `state`, `reason`,
     `error`, `attempts`, `failed_at`, `origin`, `source`, `type`, `invoice_id`, `amount`,
     `currency`, `replays`). `source` matches the configured source or the CloudEvent source;
-    ages are `90s`, `30m`, `2h`, `7d` since `failed_at`; `limit` 1..1000, default 100.
+    ages are `90s`, `30m`, `2h`, `7d` since `failed_at`; an unknown `reason` is a 422 naming the
+    known ones; `limit` 1..1000, default 100.
 
 `GET /api/dead-letters/{id}`
     One dead letter in full, by its letter id (or the newest letter of an event id), in any
