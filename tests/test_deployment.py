@@ -556,7 +556,7 @@ def served_paths() -> dict[str, set[str]]:
 
     # Building the apps opens nothing (that is their lifespans' job), so no resource is needed here.
     consumer = health_app(Settings(), None, None, create_metrics(), None)  # type: ignore[arg-type]
-    ops = create_ops(Settings(admin_token="deployment-test"))
+    ops = create_ops(Settings(admin_token="deployment-test-token-0123456789"))
     receiver = create_app(Settings())
     return {
         "receiver": {route.path for route in receiver.routes},  # type: ignore[attr-defined]

@@ -164,3 +164,12 @@ async def test_ops_token_prints_a_token_and_the_line_that_lets_it_in(
     monkeypatch.setenv("PAYRELAY_CONFIG", str(config))
     settings: Any = load_settings()
     assert settings.ops.operators == {"carol": line.group(1)}
+
+
+@pytest.mark.parametrize("token", ["x", "short-token", "a" * 23])
+def test_an_admin_token_that_could_be_guessed_is_refused(token: str) -> None:
+    """A 1-character admin token used to be accepted, on 0.0.0.0 too."""
+    with pytest.raises(ValidationError, match="at least 24 characters"):
+        Settings(admin_token=token)
+    Settings(admin_token="a" * 24)
+    Settings(admin_token="")  # unset: only loopback development may run so

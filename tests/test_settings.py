@@ -213,7 +213,8 @@ _ENV_VALUES = {
     "skip_webhooks": "true", "skip_actions": "true", "ledger_url": "sqlite:///x.db",
     "ledger_retention_days": "9", "ledger_lease_seconds": "95", "ledger_statement_timeout_seconds": "4",
     "consumer_prefetch": "9", "max_attempts": "9", "auth_retry_seconds": "9", "shutdown_grace_seconds": "9",
-    "metrics_port": "9999", "invoice_pattern": "X-\\d+", "overpayment": "review", "admin_token": "tok",
+    "metrics_port": "9999", "invoice_pattern": "X-\\d+", "overpayment": "review",
+    "admin_token": "tok-0123456789abcdef0123456789",
     "ops_operators": '{"ana": "sha256:' + "a" * 64 + '"}',
     "ops_trusted_hosts": '["ops.example.com"]', "ops_cookie_secure": "false",
 }  # fmt: skip

@@ -42,7 +42,7 @@ log = logging.getLogger("payrelay.dev")
 
 # Not a secret: it exists so that `payrelay dev` works out of the box, and only on loopback.
 DEV_SECRET = "whsec_ZGV2LW9ubHktc2VjcmV0LWRvLW5vdC11c2U="
-DEV_ADMIN_TOKEN = "dev-admin-token"
+DEV_ADMIN_TOKEN = "dev-admin-token-not-a-secret"
 SANDBOX_KEY = "test_sandbox_key"
 
 

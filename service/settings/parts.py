@@ -128,6 +128,7 @@ class ConsumerSettings(_Part):
 
 _OPERATOR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._@+-]{0,39}", re.ASCII)
 _TOKEN_DIGEST = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
+MIN_ADMIN_TOKEN = 24
 
 
 def check_operator_name(name: str) -> str:
@@ -169,4 +170,14 @@ class OpsSettings(_Part):
                 )
         if len(set(value.values())) < len(value):
             raise ValueError("two operators have the same token: each needs their own")
+        return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _check_admin_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # "" is unset (loopback development); anything else must not be guessable.
+        if value is not None and 0 < len(value.get_secret_value()) < MIN_ADMIN_TOKEN:
+            raise ValueError(
+                f"is too short: at least {MIN_ADMIN_TOKEN} characters (e.g. `openssl rand -hex 32`)"
+            )
         return value
