@@ -16,13 +16,19 @@ ENV PIP_NO_CACHE_DIR=1 \
 
 RUN python -m venv /opt/venv
 WORKDIR /src
-# Only what the wheel is built from (.dockerignore keeps the rest of the context out).
+# Only what the wheel is built from (.dockerignore keeps the rest of the context out), and the
+# hashed lock of its dependencies.
 COPY pyproject.toml README.md ./
+COPY requirements/runtime.lock ./requirements/
 COPY service ./service
 COPY consumers ./consumers
-# A regular (not editable) install: the venv holds the built wheel, so /src is not needed later.
-# Every dependency ships manylinux wheels, so no compiler is needed even here.
-RUN /opt/venv/bin/pip install --no-cache-dir . \
+# The dependencies exactly as locked (pip refuses any file whose sha256 differs), then the project
+# itself without dependencies: a regular (not editable) install, so /src is not needed later.
+# Every dependency ships manylinux wheels, so no compiler is needed even here. The venv's own
+# setuptools (bundled with Python 3.11's ensurepip, and unused at run time) goes.
+RUN /opt/venv/bin/pip install --no-cache-dir --require-hashes -r requirements/runtime.lock \
+    && /opt/venv/bin/pip install --no-cache-dir --no-deps . \
+    && /opt/venv/bin/pip uninstall --yes setuptools \
     && /opt/venv/bin/payrelay --help > /dev/null
 
 # --- runtime: the venv and a non-root user, nothing else --------------------------------------------
@@ -39,6 +45,9 @@ RUN groupadd --system --gid 10001 payrelay \
     && install --directory --owner 10001 --group 10001 --mode 0750 /var/lib/payrelay
 
 COPY --from=builder /opt/venv /opt/venv
+# The base image's own pip, setuptools and wheel are not needed to run payrelay, and setuptools
+# in particular brings advisories of its own: remove them from the system Python.
+RUN python -m pip uninstall --yes pip setuptools wheel
 
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

@@ -195,11 +195,40 @@ def builder_copy_sources() -> list[str]:
     return sources
 
 
+def builder_pip_installs() -> list[list[str]]:
+    """The arguments of each `pip install` the builder runs, in order."""
+    installs = []
+    for instruction, rest in dockerfile_stages()[1]:
+        if instruction != "RUN":
+            continue
+        for command in rest.split("&&"):
+            words = shlex.split(command)
+            if "pip" in " ".join(words[:1]) and "install" in words:
+                installs.append(words[words.index("install") + 1 :])
+    return installs
+
+
 def image_install_args() -> list[str]:
-    """The arguments of the builder's `pip install` (up to the first `&&`)."""
-    (command,) = [rest for instruction, rest in dockerfile_stages()[1] if "pip install" in rest]
-    words = shlex.split(command.split("&&")[0])
-    return words[words.index("install") + 1 :]
+    """The arguments of the builder's `pip install` of the project itself (the one naming `.`)."""
+    (args,) = [args for args in builder_pip_installs() if "." in args]
+    return args
+
+
+def test_the_image_installs_dependencies_only_by_hash() -> None:
+    """First the locked dependencies with --require-hashes, then the project with --no-deps: nothing
+    the image installs resolves differently on the day it is built."""
+    first, project = builder_pip_installs()
+    assert first[first.index("-r") + 1] == "requirements/runtime.lock" and "--require-hashes" in first
+    assert "--no-deps" in project and "." in project
+    assert "requirements/runtime.lock" in builder_copy_sources()
+
+
+def test_the_image_keeps_no_setuptools() -> None:
+    runs = " ".join(
+        rest for stage in dockerfile_stages()[1:] for instruction, rest in stage if instruction == "RUN"
+    )
+    assert "pip uninstall --yes setuptools" in runs
+    assert "python -m pip uninstall --yes pip setuptools wheel" in runs
 
 
 def test_hadolint_passes() -> None:
@@ -253,6 +282,7 @@ def test_the_image_install_command_gives_a_working_entrypoint(tmp_path: Path) ->
         if path.is_dir():
             shutil.copytree(path, src / source, ignore=shutil.ignore_patterns("__pycache__"))
         else:
+            (src / source).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, src / source)
     venv = tmp_path / "venv"
     assert run(sys.executable, "-m", "venv", venv).returncode == 0
