@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -25,7 +26,7 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 
-from service.topology import Topology, declare
+from service.topology import Topology, check, declare
 
 log = logging.getLogger("payrelay.broker")
 
@@ -38,6 +39,10 @@ class BrokerUnavailable(Exception):
 
 class TopologyMismatch(Exception):
     """The broker holds a queue or exchange declared differently: only an operator can resolve it."""
+
+
+class TopologyMissing(Exception):
+    """A role that only checks the topology (`amqp_declare = "check"`) found part of it missing."""
 
 
 _SHORT_STRING = 255  # AMQP short strings (message_id, type, content_type) are at most 255 bytes
@@ -104,6 +109,7 @@ class Broker:
         on_connect: OnConnect | None = None,
         name: str = "payrelay",
         publishes: bool = True,
+        declares: bool = True,
     ) -> None:
         self.url = url
         self.topology = topology
@@ -112,6 +118,7 @@ class Broker:
         self.on_connect = on_connect
         self.name = name
         self.publishes = publishes
+        self.declares = declares  # False: passive checks only (a broker user that may not configure)
         self.failure: TopologyMismatch | None = None
         self.connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
@@ -194,6 +201,8 @@ class Broker:
                 with contextlib.suppress(Exception):
                     await connection.close()
                 raise
+            except TopologyMissing as missing:
+                log.warning("%s; checking again in %.1fs", missing, self.reconnect_seconds)
             except Exception:
                 log.exception("broker session failed")
             finally:
@@ -210,10 +219,7 @@ class Broker:
         connection.close_callbacks.add(lambda *_: lost.set())
         self.connection = connection
         setup = await connection.channel()
-        try:
-            await declare(setup, self.topology)
-        except aiormq.exceptions.ChannelPreconditionFailed as exc:
-            raise TopologyMismatch(_mismatch(exc)) from None
+        await _settle_topology(setup, self.topology, self.declares)
         await setup.close()
         if self.publishes:
             async with self._channel_lock:
@@ -318,15 +324,30 @@ def _delivery_reason(exc: aio_pika.exceptions.DeliveryError) -> str:
     return "nacked"
 
 
-async def declare_once(url: str, topology: Topology, connect_timeout: float = 10.0) -> list[str]:
-    """Connect, declare the whole topology, disconnect; returns the names declared."""
+async def _settle_topology(channel: AbstractChannel, topology: Topology, declares: bool) -> None:
+    """Declare the topology, or only check it exists; a mismatch or a gap as payrelay's own error."""
+    try:
+        await (declare if declares else check)(channel, topology)
+    except aiormq.exceptions.ChannelPreconditionFailed as exc:
+        raise TopologyMismatch(_mismatch(exc)) from None
+    except aiormq.exceptions.ChannelNotFoundEntity as exc:
+        raise TopologyMissing(
+            f"the broker has no {_quoted_name(exc)}: run `payrelay topology declare` (the topology job)"
+        ) from None
+
+
+def _quoted_name(exc: Exception) -> str:
+    found = re.search(r"(exchange|queue) '([^']*)'", str(exc))
+    return f"{found.group(1)} {found.group(2)!r}" if found else "part of the topology"
+
+
+async def declare_once(
+    url: str, topology: Topology, connect_timeout: float = 10.0, *, declares: bool = True
+) -> list[str]:
+    """Connect, declare the whole topology (or only check it), disconnect; returns the names."""
     connection = await aio_pika.connect(url, timeout=connect_timeout)
     try:
-        channel = await connection.channel()
-        try:
-            await declare(channel, topology)
-        except aiormq.exceptions.ChannelPreconditionFailed as exc:
-            raise TopologyMismatch(_mismatch(exc)) from None
+        await _settle_topology(await connection.channel(), topology, declares)
     finally:
         await connection.close()
     return [e.name for e in topology.exchanges] + [q.name for q in topology.queues]

@@ -138,3 +138,16 @@ async def declare(channel: AbstractChannel, topology: Topology) -> None:
         queues[queue.name] = await channel.declare_queue(queue.name, durable=True, arguments=queue.arguments)
     for binding in topology.bindings:
         await queues[binding.queue].bind(exchanges[binding.exchange], routing_key=binding.routing_key)
+
+
+async def check(channel: AbstractChannel, topology: Topology) -> None:
+    """Check, without declaring, that every exchange and queue exists (passive declarations).
+
+    For roles whose broker user may not configure anything (`amqp_declare = "check"`): the
+    topology job declares, they only look. Raises aiormq's ChannelNotFoundEntity for the first
+    one missing; bindings cannot be checked this way, and are the topology job's to make.
+    """
+    for exchange in topology.exchanges:
+        await channel.declare_exchange(exchange.name, exchange.kind, durable=True, passive=True)
+    for queue in topology.queues:
+        await channel.declare_queue(queue.name, durable=True, passive=True)

@@ -216,7 +216,7 @@ _ENV_VALUES = {
     "metrics_port": "9999", "invoice_pattern": "X-\\d+", "overpayment": "review",
     "admin_token": "tok-0123456789abcdef0123456789",
     "ops_operators": '{"ana": "sha256:' + "a" * 64 + '"}',
-    "ops_trusted_hosts": '["ops.example.com"]', "ops_cookie_secure": "false",
+    "ops_trusted_hosts": '["ops.example.com"]', "ops_cookie_secure": "false", "amqp_declare": "check",
 }  # fmt: skip
 
 

@@ -94,14 +94,18 @@ def _topology_refused(settings: Settings) -> bool:
 
     A broker that is down is not a refusal: the server starts and answers 503 until it is back.
     """
-    from service.broker import TopologyMismatch, declare_once
+    from service.broker import TopologyMismatch, TopologyMissing, declare_once
 
     topology = settings.broker.topology()
+    declares = settings.broker.declare == "declare"
+    url = settings.broker.url.get_secret_value()
     try:
-        run_async(declare_once(settings.broker.url.get_secret_value(), topology, connect_timeout=3.0))
+        run_async(declare_once(url, topology, connect_timeout=3.0, declares=declares))
     except TopologyMismatch as exc:
         print(f"payrelay: {exc}", file=sys.stderr)
         return True
+    except TopologyMissing as exc:  # the topology job has not run yet: serve 503 until it has
+        log.warning("%s; serving, and checking again in the background", exc)
     except Exception as exc:  # unreachable now; the server's own supervisor keeps trying
         log.warning(
             "broker not reachable at start (%s); serving, and connecting in the background",

@@ -22,6 +22,7 @@ FLAT: Final[Mapping[str, tuple[str, str]]] = {
     "delivery_limit": ("broker", "delivery_limit"),
     "retry_delays_seconds": ("broker", "retry_delays_seconds"),
     "amqp_management_url": ("broker", "management_url"),
+    "amqp_declare": ("broker", "declare"),
     "max_body_bytes": ("receiver", "max_body_bytes"),
     "max_batch_events": ("receiver", "max_batch_events"),
     "chargebee_site": ("chargebee", "site"),

@@ -35,6 +35,10 @@ class BrokerSettings(_Part):
     retry_delays_seconds: list[int] = Field(default_factory=lambda: [5, 30, 120, 600, 1800])
     # RabbitMQ's management API (unacked counts and rates); credentials come from `url`.
     management_url: str | None = Field(default=None, pattern=r"^https?://[^/\s]+$")
+    # "declare": every process declares the topology at start (SPEC §3). "check": it only checks
+    # that it exists (passive), so its broker user needs no configure rights; `payrelay topology
+    # declare` (the Kubernetes topology job) declares it.
+    declare: Literal["declare", "check"] = "declare"
 
     @field_validator("retry_delays_seconds")
     @classmethod
@@ -58,6 +62,7 @@ class BrokerSettings(_Part):
             publish_timeout=self.publish_timeout_seconds,
             name=name,
             publishes=publishes,
+            declares=self.declare == "declare",
         )
 
 
