@@ -21,6 +21,7 @@ import orjson
 
 from service import events, messages
 from service.messages import count, text
+from service.money import AmountError, exponent, to_major_string
 
 # Fields an operator may correct with --set, all under the event's `data`: where the money goes
 # and how it is described, never how much arrived or in which currency (SPEC §6). A wrong amount is
@@ -179,6 +180,25 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
     return value
+
+
+_PARENTHESISED = re.compile(r"\((\d{1,19})\)", re.ASCII)
+
+
+def chargebee_figures(error: str, currency: object) -> str:
+    """Chargebee's figures are minor units: `amount due (50000)` reads `amount due (50000 = 500.00 USD)`.
+
+    For people (the CLI and the pages); JSON keeps Chargebee's own text.
+    """
+    if not error.startswith("Chargebee ") or not isinstance(currency, str):
+        return error
+    try:
+        exponent(currency)
+    except AmountError:
+        return error
+    return _PARENTHESISED.sub(
+        lambda m: f"({m.group(1)} = {to_major_string(int(m.group(1)), currency)} {currency})", error
+    )
 
 
 def reason_of(headers: dict[str, Any]) -> str:

@@ -28,6 +28,7 @@ from service.dead_letters import (
     Letter,
     Outcome,
     apply_edits,
+    chargebee_figures,
     check_edits,
     decode,
     parse_age,
@@ -481,3 +482,23 @@ def test_the_cli_takes_every_reason_a_letter_can_have(name: str) -> None:
     assert reason(name) == name
     with pytest.raises(argparse.ArgumentTypeError, match="unknown reason 'bogus'"):
         reason("bogus")
+
+
+@pytest.mark.parametrize(
+    ("error", "currency", "shown"),
+    [
+        (
+            "Chargebee 400: amount due (50000) is less",
+            "USD",
+            "Chargebee 400: amount due (50000 = 500.00 USD) is less",
+        ),
+        ("Chargebee 400: amount due (5000)", "JPY", "Chargebee 400: amount due (5000 = 5000 JPY)"),
+        ("no invoice found (3)", "USD", "no invoice found (3)"),  # not Chargebee's text
+        ("Chargebee 400: amount (100)", None, "Chargebee 400: amount (100)"),  # no currency to read it by
+        ("Chargebee 400: amount (100)", "XXX", "Chargebee 400: amount (100)"),
+    ],
+)
+def test_chargebees_minor_unit_figures_are_read_for_people(
+    error: str, currency: str | None, shown: str
+) -> None:
+    assert chargebee_figures(error, currency) == shown

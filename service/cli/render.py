@@ -21,7 +21,8 @@ from rich.highlighter import JSONHighlighter
 from rich.table import Table
 from rich.text import Text
 
-from service.money import AmountError, exponent, to_major_string, to_minor_units
+from service.dead_letters import chargebee_figures
+from service.money import AmountError, to_major_string, to_minor_units
 
 # C0 and C1 controls, DEL, and the invisible characters that reorder or hide text (Trojan Source).
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
@@ -57,22 +58,6 @@ def money(amount: object, currency: object) -> str:
         return f"{to_major_string(to_minor_units(str(amount), str(currency)), str(currency))} {currency}"
     except AmountError:
         return f"{amount} {currency or ''}".strip()
-
-
-_PARENTHESISED = re.compile(r"\((\d{1,19})\)")
-
-
-def chargebee_figures(error: str, currency: object) -> str:
-    """Chargebee's figures are minor units: `amount due (50000)` reads `amount due (50000 = 500.00 USD)`."""
-    if not error.startswith("Chargebee ") or not isinstance(currency, str):
-        return error
-    try:
-        exponent(currency)
-    except AmountError:
-        return error
-    return _PARENTHESISED.sub(
-        lambda m: f"({m.group(1)} = {to_major_string(int(m.group(1)), currency)} {currency})", error
-    )
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from service.dead_letters import EDITABLE, SELECTORS, EditError, Filter, Letter, Outcome
+from service.dead_letters import EDITABLE, SELECTORS, EditError, Filter, Letter, Outcome, chargebee_figures
 from service.messages import DEAD_LETTER_REASONS
 from service.ops import views
 from service.ops.api import query_filter
@@ -128,7 +128,7 @@ def letter_detail(letter: Letter) -> LetterDetail:
     return LetterDetail(
         id=letter.id,
         reason=letter.reason,
-        error=letter.error,
+        error=chargebee_figures(letter.error, letter.currency),
         facts=facts(letter),
         fields=tuple(options(((f, f) for f in EDITABLE), "invoice_id")),
         edit_value=letter.invoice_id or "",

@@ -16,7 +16,7 @@ from urllib.parse import quote, urlencode
 
 import orjson
 
-from service.dead_letters import Letter
+from service.dead_letters import Letter, chargebee_figures
 from service.money import AmountError, to_major_string
 from service.ops.operations import Story
 
@@ -255,8 +255,8 @@ def letter_row(letter: Letter) -> LetterRow:
         state=letter.state,
         href=detail_href(letter.id),
         reason=letter.reason,
-        error=short(letter.error, 90),
-        error_title=letter.error or None,
+        error=short(chargebee_figures(letter.error, letter.currency), 90),
+        error_title=chargebee_figures(letter.error, letter.currency) or None,
         attempts=letter.attempts,
         failed_at=when(letter.failed_at),
         origin=letter.origin or DASH,
