@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -336,3 +338,41 @@ async def test_a_purged_letter_keeps_its_body_for_the_retention_period(
     await d.ledger.cleanup(retention_days=30, now=datetime.now(UTC) + timedelta(days=31))
     [gone] = await d.store.show(letter.id)
     assert (gone.state, gone.event, gone.reason) == ("purged", None, "unmatched_invoice")
+
+
+async def test_the_keeper_pauses_while_sqlite_is_locked_and_loses_nothing(
+    prefix: str, amqp: aio_pika.abc.AbstractConnection, tmp_path: Path
+) -> None:
+    """SQLite's outage: another process holds the database's write lock. The keeper's write times
+    out, it pauses, the letters wait in the queue; once the lock is gone every letter is kept."""
+    path = tmp_path / "ledger.db"
+    settings = make_settings(prefix, ledger_url=f"sqlite:///{path}", ledger_statement_timeout_seconds=1)
+    topology = settings.broker.topology()
+    await declare_once(AMQP_URL, topology)
+    broker = settings.broker.broker("test-keeper-sqlite")
+    await broker.start(wait=5.0)
+    ledger = await settings.ledger.open()
+    keeper = Keeper(broker, topology, ledger)
+    keeping = asyncio.create_task(keeper.keep_forever())
+    blocker = sqlite3.connect(path, isolation_level=None, timeout=0)
+    try:
+        blocker.execute("BEGIN EXCLUSIVE")  # the write lock, held
+        events = [new_deposit(None) for _ in range(3)]
+        for event in events:
+            await put_dead_letter(amqp, prefix, event)
+        await asyncio.sleep(3)  # the keeper tries, times out, pauses
+        assert await queue_depth(amqp, topology.dead_letter) == 3
+        blocker.execute("ROLLBACK")
+        await until(lambda: _kept_in(keeper, 3), within=40, what="every letter to be kept")
+        assert await queue_depth(amqp, topology.dead_letter) == 0
+    finally:
+        blocker.close()
+        keeping.cancel()
+        await ledger.close()
+        await broker.stop()
+
+
+async def _kept_in(keeper: Keeper, count: int) -> bool:
+    with contextlib.suppress(Exception):
+        return await keeper.table.count() == count
+    return False
