@@ -5,9 +5,10 @@ kustomize` renders every build; kubernetes-validate checks core objects against 
 and small hand-written checks cover the CRDs (KEDA, RabbitMQ, CloudNativePG, Prometheus Operator).
 Then the manifests are held against the code: subcommands against `build_parser()`, `PAYRELAY_*`
 names and the TOML files against `Settings`, probes against the apps, queue names and each role's
-RabbitMQ permissions against the topology, metric names against `create_metrics()`. The network
-policies are evaluated as a CNI would, for every pair of pods and every port; every pod is held
-against the "restricted" Pod Security Standard.
+RabbitMQ permissions against the topology (only the topology Job declares it, the other roles only
+check it), metric names against `create_metrics()`. The network policies are evaluated as a CNI
+would, for every pair of pods and every port; every pod is held against the "restricted" Pod
+Security Standard.
 
 Nothing here skips: a missing hadolint, kubectl or kubernetes-validate is a failure.
 """
@@ -38,6 +39,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+import service.broker as broker_module
 from service.cli import build_parser
 from service.metrics import create_metrics
 from service.settings import FLAT, Settings, SourceSettings
@@ -166,6 +168,23 @@ def role_config(objects: tuple[dict[str, Any], ...], role: str) -> dict[str, Any
 def config_settings(config: dict[str, Any]) -> Settings:
     """The settings a config file gives, without its sources (their secrets are not files here)."""
     return Settings(**{k: v for k, v in config.items() if k != "sources"})
+
+
+def env_overrides(container: dict[str, Any]) -> dict[str, str]:
+    """The settings a container's PAYRELAY_* values set, by their flat names."""
+    return {
+        var.removeprefix("PAYRELAY_").lower(): value
+        for var, value in env_values(container).items()
+        if var.startswith("PAYRELAY_") and var != "PAYRELAY_CONFIG"
+    }
+
+
+def effective_settings(
+    objects: tuple[dict[str, Any], ...], container: dict[str, Any], template: dict[str, Any]
+) -> Settings:
+    """What a container's process runs with: its config file (without sources), its variables over it."""
+    config = {k: v for k, v in container_config(objects, container, template).items() if k != "sources"}
+    return Settings(**{**config, **env_overrides(container)})
 
 
 # -- Dockerfile ------------------------------------------------------------------------------------------
@@ -514,23 +533,96 @@ def test_each_config_file_is_valid_settings(build: str, tmp_path: Path) -> None:
                 "whsec_" + base64.b64encode(f"stand-in secret for {name}".encode()).decode() + "\n"
             )
             source["secrets_file"] = str(stand_in)
-        overrides = {
-            var.removeprefix("PAYRELAY_").lower(): value
-            for var, value in env_values(container).items()
-            if var.startswith("PAYRELAY_") and var != "PAYRELAY_CONFIG"
-        }
-        Settings(**{**data, **overrides})
+        Settings(**{**data, **env_overrides(container)})
 
 
 @pytest.mark.parametrize("build", BUILDS)
-def test_every_role_declares_the_same_topology(build: str) -> None:
-    """The receiver's own file names the broker exactly as the other roles' does (queue arguments match)."""
+def test_every_role_expects_the_topology_the_job_declares(build: str) -> None:
+    """The receiver's own file names the broker exactly as payrelay.toml, which the topology Job declares
+    from: a passive check compares names only, so a difference would go unnoticed or wait forever."""
     objects = render(build)
     broker = {
         role: config_settings(role_config(objects, role)).broker for role in ("receiver", "consumer", "ops")
     }
-    assert broker["receiver"].topology() == broker["consumer"].topology() == broker["ops"].topology()
+    job = named(objects, "Job", "payrelay-topology")["spec"]["template"]
+    (declaring,) = job["spec"]["containers"]
+    declared = effective_settings(objects, declaring, job).broker.topology()
+    assert (
+        broker["receiver"].topology() == broker["consumer"].topology() == broker["ops"].topology() == declared
+    )
     assert broker["receiver"].publish_timeout_seconds == broker["consumer"].publish_timeout_seconds
+
+
+# -- who declares the topology -----------------------------------------------------------------------
+
+TOPOLOGY_JOB = "Job/payrelay-topology/topology"
+
+
+def runs_topology_declare(container: dict[str, Any]) -> bool:
+    return list(container.get("args", []))[:2] == ["topology", "declare"]
+
+
+def declaring_roles(objects: tuple[dict[str, Any], ...]) -> set[str]:
+    """Roles with a container that declares: `payrelay topology declare` always does (cli.cmd_topology);
+    every other command that connects does when its amqp_declare is "declare" (service/broker.py)."""
+    return {
+        role_of(template)
+        for _, container, template in containers(objects)
+        if runs_topology_declare(container)
+        or effective_settings(objects, container, template).broker.declare == "declare"
+    }
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_every_role_but_the_topology_job_only_checks_the_topology(build: str) -> None:
+    """receiver.toml and payrelay.toml set amqp_declare = "check" and no variable overrides it: the
+    receiver, consumer and ops only check that the topology exists (passive declarations)."""
+    objects = render(build)
+    checking = set()
+    for where, container, template in containers(objects):
+        role = role_of(template)
+        if role == "topology":
+            continue
+        checking.add(role)
+        config = container_config(objects, container, template)
+        in_file = config.get("amqp_declare", config.get("broker", {}).get("declare"))
+        assert in_file == "check", f'{where}: its configuration file does not set amqp_declare = "check"'
+        assert effective_settings(objects, container, template).broker.declare == "check", where
+    assert checking == {"receiver", "consumer", "ops"}
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_only_the_topology_job_runs_topology_declare(build: str) -> None:
+    """No initContainer or other container declares: the Job is the one place, as the one user that may."""
+    objects = render(build)
+    declaring = [where for where, container, _ in containers(objects) if runs_topology_declare(container)]
+    assert declaring == [TOPOLOGY_JOB]
+    assert declaring_roles(objects) == {"topology"}
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_the_topology_job_declares_though_its_file_says_check(
+    build: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Job reads payrelay.toml, which says amqp_declare = "check" for the consumer and ops; its
+    `payrelay topology declare` declares all the same."""
+    objects = render(build)
+    template = named(objects, "Job", "payrelay-topology")["spec"]["template"]
+    (container,) = template["spec"]["containers"]
+    settings = effective_settings(objects, container, template)
+    assert settings.broker.declare == "check"
+    calls: list[bool] = []
+
+    async def declare_once(
+        url: str, topology: Topology, connect_timeout: float = 10, *, declares: bool = True
+    ) -> list[str]:
+        calls.append(declares)
+        return []
+
+    monkeypatch.setattr(broker_module, "declare_once", declare_once)
+    args = build_parser().parse_args(container["args"])
+    assert args.run(args, settings) == 0
+    assert calls == [True], "the Job declares, whatever amqp_declare says"
 
 
 @pytest.mark.parametrize("build", BUILDS)
@@ -992,7 +1084,9 @@ def test_egress_reaches_only_what_each_role_uses(build: str) -> None:
 
 
 def declaring_rights(topology: Topology) -> dict[str, set[str]]:
-    """What declaring the whole topology takes, by RabbitMQ's rules (access-control: the AMQP table)."""
+    """What declaring the whole topology takes, by RabbitMQ's rules (access-control: the AMQP table):
+    `configure` on each exchange and queue, for a queue with a dead-letter exchange also `write` on that
+    exchange and `read` on the queue, for a binding `write` on the queue and `read` on the exchange."""
     rights: dict[str, set[str]] = {
         "configure": {e.name for e in topology.exchanges} | {q.name for q in topology.queues},
         "write": set(),
@@ -1008,36 +1102,42 @@ def declaring_rights(topology: Topology) -> dict[str, set[str]]:
     return rights
 
 
+def checking_rights(topology: Topology) -> dict[str, set[str]]:
+    """What amqp_declare = "check" takes (topology.check): passive exchange.declare and queue.declare,
+    which RabbitMQ does not authorise at all — nor the passive queue.declare of queue depths."""
+    return {}
+
+
 def role_rights(topology: Topology) -> dict[str, dict[str, set[str]]]:
-    """What each role does on the broker, beyond declaring (publishing to "" is writing amq.default)."""
+    """What each role does on the broker, beyond declaring or checking (publishing to "" is writing
+    amq.default; basic.consume and basic.get are reading the queue)."""
     t = topology
     return {
         "receiver": {"write": {t.events}},  # receiver.py: events, by type
-        # record_payment.py: consume, retry through "", dead-letter; outbox: confirmations;
-        # dead_letter_queue.py (the keeper): basic.get on the dead-letter queue.
+        # record_payment.py: consume the work queue, retry through "" into the tiers, dead-letter to
+        # the exchange; outbox: confirmations; dead_letter_queue.py (the keeper): basic.get.
         "consumer": {
             "read": {t.work_queue, t.dead_letter},
             "write": {"amq.default", t.dead_letter, t.confirmations},
         },
-        # ops and `payrelay dlq`: take dead letters in; replay through "" to the work queue.
+        # ops and `payrelay dlq`: the keeper's basic.get; dead_letter_store.py replays through "" to
+        # the work queue.
         "ops": {"read": {t.dead_letter}, "write": {"amq.default"}},
         "topology": {},
         "keda": {},  # the management API only
     }
 
 
-# Every payrelay process declares the whole topology when it connects (service/broker.py, Broker._session;
-# receiver and ops also in cli._topology_refused), so each role that connects needs the declaring rights.
-DECLARING_USERS = set(ROLES)
+# Only the topology Job declares (`payrelay topology declare`); the receiver, consumer and ops run with
+# amqp_declare = "check" (test_only_the_topology_job_runs_topology_declare and the test before it).
+DECLARING_USERS = {"topology"}
 USER_TAGS = {"receiver": [], "consumer": [], "ops": ["management"], "topology": [], "keda": ["monitoring"]}
 
 
 def needed_rights(topology: Topology, user: str) -> dict[str, set[str]]:
-    declaring = declaring_rights(topology) if user in DECLARING_USERS else {}
+    settling = declaring_rights(topology) if user in DECLARING_USERS else checking_rights(topology)
     own = role_rights(topology)[user]
-    return {
-        kind: declaring.get(kind, set()) | own.get(kind, set()) for kind in ("configure", "write", "read")
-    }
+    return {kind: settling.get(kind, set()) | own.get(kind, set()) for kind in ("configure", "write", "read")}
 
 
 def resource_names(topology: Topology) -> set[str]:
@@ -1064,10 +1164,15 @@ def test_rabbitmq_users_have_the_narrowest_rights_their_code_needs(build: str) -
     for user in RABBITMQ_USERS:
         assert sorted(users[user]["spec"]["tags"]) == USER_TAGS[user], user
         needed = needed_rights(topology, user)
-        for kind, regex in permissions[user]["spec"]["permissions"].items():
+        regexes = permissions[user]["spec"]["permissions"]
+        assert set(regexes) == set(needed), user
+        for kind, regex in regexes.items():
             # RabbitMQ searches each regex in the name (Erlang re:run), like re.search.
             granted = {name for name in names if name and re.search(regex, name)}
             assert granted == needed[kind], f"{user} {kind}: {sorted(granted ^ needed[kind])}"
+    # The rights above hold only if nothing else declares: a role that does needs the declaring ones.
+    undeclared = declaring_roles(objects) - DECLARING_USERS
+    assert not undeclared, f"{sorted(undeclared)} declare the topology without the rights to"
 
 
 @pytest.mark.parametrize("build", BUILDS)
