@@ -41,6 +41,9 @@ class TopologyMismatch(Exception):
     """The broker holds a queue or exchange declared differently: only an operator can resolve it."""
 
 
+MAX_MISSING_WAIT = 30.0  # seconds between checks while the topology is missing, at most
+
+
 class TopologyMissing(Exception):
     """A role that only checks the topology (`amqp_declare = "check"`) found part of it missing."""
 
@@ -178,6 +181,7 @@ class Broker:
         return isinstance(unblocked, asyncio.Event) and not unblocked.is_set()
 
     async def _supervise(self) -> None:
+        missing_wait = self.reconnect_seconds  # grows while the topology job has not run yet
         while True:
             try:
                 connection = await aio_pika.connect(
@@ -202,7 +206,9 @@ class Broker:
                     await connection.close()
                 raise
             except TopologyMissing as missing:
-                log.warning("%s; checking again in %.1fs", missing, self.reconnect_seconds)
+                log.warning("%s; checking again in %.0fs", missing, missing_wait)
+                await asyncio.sleep(missing_wait - self.reconnect_seconds)
+                missing_wait = min(missing_wait * 2, MAX_MISSING_WAIT)
             except Exception:
                 log.exception("broker session failed")
             finally:
