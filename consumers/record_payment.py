@@ -307,7 +307,7 @@ class RecordPaymentWorker:
             headers[messages.INVOICE] = dead.invoice_id
         await self.broker.publish([self._copy(message, self.topology.dead_letter, "", headers)])
         await message.ack()
-        log.warning("dead-lettered %r: %s (%s)", message.message_id, dead.reason, dead.error)
+        log.warning("dead-lettered %r: %s (%r)", message.message_id, dead.reason, dead.error)
         self.metrics.dead_letters.labels(dead.reason).inc()
         self.metrics.consumer_outcomes.labels("dead_lettered", dead.reason).inc()
 

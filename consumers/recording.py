@@ -196,8 +196,9 @@ class Recorder:
             confirmation=stored,
         )
         await self.ledger.record_success(key, recorded, owner=owner, part=part.name)
+        # Invoice ids match INVOICE_ID before they become parts; Chargebee's strings are escaped.
         log.info(
-            "recorded %r from %r on %s: %s %s, transaction %s, invoice %s%s%s",
+            "recorded %r from %r on %s: %s %s, transaction %r, invoice %r%s%s",
             event.id,
             key[0],
             part.invoice_id,

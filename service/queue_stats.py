@@ -18,6 +18,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import weakref
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -150,6 +151,22 @@ def _combine(name: str, amqp: QueueStat | None, managed: QueueStat | None) -> Qu
     raise BrokerUnavailable(f"neither the broker nor its management API has figures for queue {name}")
 
 
+@dataclass(slots=True)
+class _Recent:
+    """A broker's figures of late: what was asked (queues, management URL), when, and the answer."""
+
+    asked: tuple[object, ...] = ()
+    taken_at: float = float("-inf")
+    stats: list[QueueStat] = field(default_factory=list)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+# Per broker, and gone with it. A cache, not configuration: it only spares the broker a channel per
+# queue on every scrape and dashboard refresh (the management API itself samples every 5 s).
+_RECENT: weakref.WeakKeyDictionary[Broker, _Recent] = weakref.WeakKeyDictionary()
+MAX_AGE_SECONDS = 5.0
+
+
 async def queue_stats(
     settings: Settings,
     broker: Broker,
@@ -158,18 +175,32 @@ async def queue_stats(
 ) -> list[QueueStat]:
     """Figures for every watched queue, in `queue_names` order; raises BrokerUnavailable if none known.
 
-    Without `session`, a short-lived one is opened when the management API is configured.
+    Figures at most MAX_AGE_SECONDS old are reused: however often (and however many at once) the
+    callers ask, the broker sees one passive declare per queue in that time. Without `session`, a
+    short-lived one is opened when the management API is configured.
     """
-    topology = settings.broker.topology()
-    names = queue_names(topology)
+    names = queue_names(settings.broker.topology())
+    asked = (*names, settings.broker.management_url)
+    recent = _RECENT.setdefault(broker, _Recent())
+    async with recent.lock:  # concurrent callers wait for one refresh rather than each making theirs
+        now = asyncio.get_running_loop().time()
+        if recent.asked != asked or now - recent.taken_at > MAX_AGE_SECONDS:
+            recent.stats = await _fresh(settings, broker, session, names)
+            recent.asked, recent.taken_at = asked, asyncio.get_running_loop().time()
+        stats = list(recent.stats)
+    if metrics is not None:
+        record(metrics, stats)
+    return stats
+
+
+async def _fresh(
+    settings: Settings, broker: Broker, session: aiohttp.ClientSession | None, names: list[str]
+) -> list[QueueStat]:
     amqp, managed = await asyncio.gather(
         asyncio.gather(*(_from_broker(broker, n) for n in names)),
         _all_from_management(_Management.from_settings(settings), session, names),
     )
-    stats = [_combine(n, a, m) for n, a, m in zip(names, amqp, managed, strict=True)]
-    if metrics is not None:
-        record(metrics, stats)
-    return stats
+    return [_combine(n, a, m) for n, a, m in zip(names, amqp, managed, strict=True)]
 
 
 def record(metrics: Metrics, stats: list[QueueStat]) -> None:

@@ -1,13 +1,17 @@
 """The receiver: `POST /v1/ingest/{source}`, answered 202 only once RabbitMQ holds every event.
 
 Order of checks, cheapest and least revealing first: unknown source (404), content type (415),
-body size while streaming (413), signature (401), JSON shape (400), the events (422), and only
-then the publish (503 if the broker does not confirm every event in time). Anything unexpected
-is a 500, logged once and counted in the metrics like every other answer.
+body size while streaming (413) and time (408), signature (401), JSON shape (400), the events
+(422), and only then the publish (503 if the broker does not confirm every event in time).
+Anything unexpected is a 500, logged once and counted in the metrics like every other answer.
+
+Metrics are not on this app: `create_metrics_app` serves them on a port of their own. Slow and
+oversized clients are stopped before a request reaches the app (service/connection_guard.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -19,13 +23,15 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service import events as ev
 from service import messages, tracing
 from service.broker import Broker, BrokerUnavailable, Outgoing, Publisher
+from service.hosts import TrustedHosts
 from service.metrics import Metrics, create_metrics
 from service.openapi import openapi_document
 from service.problems import problem
@@ -41,6 +47,10 @@ _ACCEPTED_TYPES = {*ev.STRUCTURED, ev.BATCH}
 
 class BodyTooLarge(Exception):
     pass
+
+
+class BodyIncomplete(Exception):
+    """The body did not all arrive in time, or the client went away before it had."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,18 +95,23 @@ def source_configs(settings: Settings) -> dict[str, SourceConfig]:
     }
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, or `BodyTooLarge` as soon as more than `limit` bytes have arrived."""
+async def read_body(request: Request, limit: int, within: float) -> bytes:
+    """The whole body; `BodyTooLarge` as soon as more than `limit` bytes have arrived, and
+    `BodyIncomplete` if it has not all arrived `within` seconds (or the client left)."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge
     chunks = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(within):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge
+                chunks.append(chunk)
+    except (TimeoutError, ClientDisconnect):
+        raise BodyIncomplete from None
     return b"".join(chunks)
 
 
@@ -139,10 +154,14 @@ class Ingest:
         media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if media_type not in _ACCEPTED_TYPES:
             return problem(415, f"content type must be one of {', '.join(sorted(_ACCEPTED_TYPES))}"), {}
+        limits = self.settings.receiver
         try:
-            body = await read_body(request, self.settings.receiver.max_body_bytes)
+            body = await read_body(request, limits.max_body_bytes, limits.body_timeout_seconds)
         except BodyTooLarge:
-            return problem(413, f"body is larger than {self.settings.receiver.max_body_bytes} bytes"), {}
+            return problem(413, f"body is larger than {limits.max_body_bytes} bytes"), {}
+        except BodyIncomplete:
+            detail = f"the body did not arrive within {limits.body_timeout_seconds:g} s"
+            return problem(408, detail, headers={"Connection": "close"}), {}
         headers = request.headers
         try:
             source.verifier.verify(
@@ -216,7 +235,7 @@ class Ingest:
             for identity in identities:
                 self.recent.add(identity)
             log.info(
-                "accepted %d event(s) from %s, first %s%s",
+                "accepted %d event(s) from %s, first %r%s",
                 len(outgoing),
                 source.name,
                 outgoing[0].message_id,
@@ -257,9 +276,6 @@ def create_app(
             return JSONResponse({"status": "ready", "broker": "open"})
         return JSONResponse({"status": "not ready", "broker": "closed"}, status_code=503)
 
-    async def metrics_endpoint(request: Request) -> Response:
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
-
     async def openapi(request: Request) -> Response:
         return Response(document, media_type="application/json")
 
@@ -273,11 +289,34 @@ def create_app(
             Route("/v1/ingest/{source}", ingest.handle, methods=["POST"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
-            Route("/metrics", metrics_endpoint),
             Route("/openapi.json", openapi),
         ],
+        middleware=[Middleware(TrustedHosts, trusted=settings.receiver.trusted_hosts)],
         lifespan=lifespan,
     )
+    # `/v1/ingest/acme-bank/` is a 404, not a redirect to whatever Host the request named.
+    app.router.redirect_slashes = False
     app.state.publisher = the_publisher
     app.state.metrics = metrics
+    app.state.healthz, app.state.readyz = healthz, readyz
     return app
+
+
+def create_metrics_app(receiver: Starlette) -> Starlette:
+    """`/metrics` for Prometheus, with `/healthz` and `/readyz`, for `receiver_metrics_port`.
+
+    Never on the public port: the series name every source, and an exporter should not be one more
+    thing the internet can make the receiver do. Rendering opens nothing: no broker call per scrape.
+    """
+    metrics: Metrics = receiver.state.metrics
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    return Starlette(
+        routes=[
+            Route("/metrics", metrics_endpoint),
+            Route("/healthz", receiver.state.healthz),
+            Route("/readyz", receiver.state.readyz),
+        ]
+    )

@@ -115,14 +115,24 @@ def _topology_refused(settings: Settings) -> bool:
 
 
 def cmd_receiver(args: argparse.Namespace, settings: Settings) -> int:
-    from service.receiver import create_app
+    from service.serving import serve_receiver, stop_on_signals
 
     if _topology_refused(settings):
         return 2
     if not settings.sources:
         log.warning("no [sources.*] configured: every ingest request will be a 404")
-    log.info("receiver listening on http://%s:%d", args.host, args.port)
-    return _serve(create_app(settings), args.host, args.port)
+    metrics_port = settings.receiver.metrics_port
+    ports = {"its port": args.port, **({"its metrics port": metrics_port} if metrics_port else {})}
+    ensure_free(args.host, ports)
+    log.info("receiver listening on http://%s:%d, metrics on port %d", args.host, args.port, metrics_port)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        await serve_receiver(settings, args.host, args.port, stop)
+
+    run_async(main())
+    return 0
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

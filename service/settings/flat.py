@@ -25,6 +25,13 @@ FLAT: Final[Mapping[str, tuple[str, str]]] = {
     "amqp_declare": ("broker", "declare"),
     "max_body_bytes": ("receiver", "max_body_bytes"),
     "max_batch_events": ("receiver", "max_batch_events"),
+    "receiver_max_header_bytes": ("receiver", "max_header_bytes"),
+    "receiver_max_headers": ("receiver", "max_headers"),
+    "receiver_header_timeout_seconds": ("receiver", "header_timeout_seconds"),
+    "receiver_body_timeout_seconds": ("receiver", "body_timeout_seconds"),
+    "receiver_max_connections": ("receiver", "max_connections"),
+    "receiver_metrics_port": ("receiver", "metrics_port"),
+    "receiver_trusted_hosts": ("receiver", "trusted_hosts"),
     "chargebee_site": ("chargebee", "site"),
     "chargebee_base_url": ("chargebee", "base_url"),
     "chargebee_api_key": ("chargebee", "api_key"),
@@ -52,7 +59,9 @@ FLAT: Final[Mapping[str, tuple[str, str]]] = {
 }
 _BY_PART: Final = {nested: flat for flat, nested in FLAT.items()}
 # Given as JSON in the environment.
-_LISTS: Final = frozenset({"retry_delays_seconds", "ops_operators", "ops_trusted_hosts"})
+_LISTS: Final = frozenset(
+    {"retry_delays_seconds", "ops_operators", "ops_trusted_hosts", "receiver_trusted_hosts"}
+)
 
 
 def nest(values: Mapping[str, Any]) -> dict[str, Any]:

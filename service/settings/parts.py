@@ -67,8 +67,30 @@ class BrokerSettings(_Part):
 
 
 class ReceiverSettings(_Part):
+    """The receiver: request limits, slow-client limits (service/connection_guard.py), its metrics
+    port and the host names it answers to (README, "Receiver limits")."""
+
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
     max_batch_events: int = Field(default=500, ge=1)
+    # The request line and headers together, and how many header lines: beyond either, a 431.
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    max_headers: int = Field(default=100, ge=10)
+    # From a connection (or the previous answer) to the end of the headers; then the whole body.
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Open connections per process; kept below the open-file limit. At the cap, the connection that
+    # has been reading its request longest is dropped to make room (so /healthz still answers).
+    max_connections: int = Field(default=1000, ge=2)
+    # /metrics (with /healthz and /readyz) on a port of their own, never the public one; 0 = none.
+    metrics_port: int = Field(default=9103, ge=0, le=65535)
+    trusted_hosts: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+
+    @field_validator("trusted_hosts")
+    @classmethod
+    def _check_hosts(cls, value: list[str]) -> list[str]:
+        from service.hosts import check_pattern
+
+        return [check_pattern(pattern) for pattern in value]
 
 
 class ChargebeeSettings(_Part):
