@@ -152,7 +152,8 @@ class GuardedProtocol(HttpToolsProtocol):
             super().on_body(body)
 
     def on_message_complete(self) -> None:
-        self.reading_since = None
+        if self._header_timer is None:  # else it ends a body already answered; the next one is awaited
+            self.reading_since = None
         if not self._refused:
             super().on_message_complete()
 

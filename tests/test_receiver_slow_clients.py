@@ -178,6 +178,16 @@ async def test_slow_bodies_are_cut_off_with_a_problem_json_408(receiver: Receive
     assert statuses and set(statuses) == {"HTTP/1.1 200 OK"}
 
 
+async def test_a_body_trickled_after_an_early_answer_cannot_hold_the_connection(receiver: Receiver) -> None:
+    """A 415 is answered before the body is read; the rest of the body, trickled on, must not keep
+    the connection (each byte used to cancel the keep-alive timer): it is closed after the header
+    timeout, counted from the answer."""
+    head = INGEST + b"Content-Type: text/plain\r\nContent-Length: 1000\r\n\r\n"
+    seconds, answer = await exchange(receiver.port, head, b" ")
+    assert answer.startswith(b"HTTP/1.1 415 ")
+    assert seconds < CUT_OFF
+
+
 @pytest.mark.parametrize(
     "headers",
     [b"X-Big: " + b"a" * 20_000 + b"\r\n", b"".join(b"X-H%d: 1\r\n" % i for i in range(101))],
