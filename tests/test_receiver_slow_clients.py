@@ -229,16 +229,21 @@ async def test_unfinished_32_mib_headers_are_refused_without_the_memory_growing(
     assert _ready(receiver.port)
 
 
-async def test_healthz_answers_beyond_the_open_file_limit(receiver: Receiver) -> None:
+@pytest.mark.parametrize(
+    "unfinished",
+    [INGEST, INGEST + b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"],
+    ids=["headers", "body"],
+)
+async def test_healthz_answers_beyond_the_open_file_limit(receiver: Receiver, unfinished: bytes) -> None:
     """With 128 file descriptors, 120 unfinished requests made /healthz refuse connections; now
-    the oldest unfinished one is dropped to make room and every probe is answered."""
+    the oldest unfinished one (headers or body) is dropped to make room and every probe is answered."""
     held = [await asyncio.open_connection("127.0.0.1", receiver.port) for _ in range(120)]
     try:
         for _, writer in held:
-            writer.write(INGEST)
+            writer.write(unfinished)
         await asyncio.sleep(0.2)
         async with healthz_watched(receiver.port) as statuses:
-            await asyncio.sleep(1.0)  # within the header timeout: the 120 are all still unfinished
+            await asyncio.sleep(1.0)  # within the read timeouts: the 120 are all still unfinished
     finally:
         for _, writer in held:
             writer.close()
