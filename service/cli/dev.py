@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from consumers.app import run as run_consumer
 from service.chargebee_sandbox import SandboxConfig
 from service.chargebee_sandbox import create_app as create_sandbox
-from service.cli import ensure_free
+from service.cli.mistakes import ensure_free
 from service.ops.app import create_app as create_ops
 from service.receiver import create_app as create_receiver
 from service.serving import serve_until, stop_on_signals
