@@ -186,7 +186,10 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                                 "application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}
                             },
                         },
-                        **{str(code): _problem() for code in (400, 401, 404, 413, 415, 422, 500)},
+                        **{str(code): _problem() for code in (400, 401, 404, 408, 413, 415, 422, 500)},
+                        "431": {
+                            "description": "Request line and headers over the limit; the connection is closed"
+                        },
                         "503": {**_problem(), "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
                     },
                 }
