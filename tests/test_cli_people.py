@@ -293,7 +293,7 @@ def _free_dev_port() -> int:
             return sock.connect_ex(("127.0.0.1", port)) == 0
 
     port = free_port()
-    while any(busy(p) for p in (port + 1, port + 10, port + 1022)):
+    while any(busy(p) for p in (port + 1, port + 10, port + 1022, port + 1023)):
         port = free_port()
     return port
 

@@ -114,7 +114,7 @@ async def dev(
     prefix: str, tmp_path: Path, amqp: aio_pika.abc.AbstractConnection
 ) -> AsyncIterator[dict[str, Any]]:
     port = free_port()
-    while any(_busy(p) for p in (port + 1, port + 10, port + 1022)):
+    while any(_busy(p) for p in (port + 1, port + 10, port + 1022, port + 1023)):
         port = free_port()
     env = base_env(prefix, tmp_path)
     env.pop("PAYRELAY_CONFIG")
@@ -178,8 +178,16 @@ async def test_dev_runs_everything_and_events_flow(dev: dict[str, Any]) -> None:
             async with http.get(f"http://127.0.0.1:{port + 10}/sandbox/requests") as response:
                 calls = (await response.json())["requests"]
         assert calls[0]["invoice_id"] == "INV-1002" and calls[0]["form"]["amount"] == "12550"
-        for health in (f"http://127.0.0.1:{port + 1}/healthz", f"http://127.0.0.1:{port + 1022}/readyz"):
+        for health in (
+            f"http://127.0.0.1:{port + 1}/healthz",
+            f"http://127.0.0.1:{port + 1022}/readyz",
+            f"http://127.0.0.1:{port + 1023}/readyz",  # the receiver's metrics port, as in production
+        ):
             async with http.get(health) as response:
                 assert response.status == 200, health
+        async with http.get(f"http://127.0.0.1:{port + 1023}/metrics") as response:
+            assert response.status == 200 and "payrelay_ingest_requests_total" in await response.text()
+        async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
+            assert response.status == 404  # never on the public port
     process.send_signal(signal.SIGINT)
     assert await asyncio.wait_for(process.wait(), 30) == 0

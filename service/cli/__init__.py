@@ -296,7 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="the loopback address everything listens on (dev's secrets and token are published)",
     )
     dev.add_argument(
-        "--port", type=int, default=8080, help="the receiver's port; ops +1, sandbox +10, consumer +1022"
+        "--port",
+        type=int,
+        default=8080,
+        help="the receiver's port; ops +1, sandbox +10, consumer +1022, receiver metrics +1023",
     )
     dev.add_argument(
         "--ledger",

@@ -26,8 +26,7 @@ from service.chargebee_sandbox import SandboxConfig
 from service.chargebee_sandbox import create_app as create_sandbox
 from service.cli.mistakes import ensure_free
 from service.ops.app import create_app as create_ops
-from service.receiver import create_app as create_receiver
-from service.serving import serve_until, stop_on_signals
+from service.serving import serve_receiver, serve_until, stop_on_signals
 from service.settings import (
     DEFAULT_INVOICE_PATTERN,
     ConfigError,
@@ -46,8 +45,9 @@ DEV_ADMIN_TOKEN = "dev-admin-token-not-a-secret"
 SANDBOX_KEY = "test_sandbox_key"
 
 
-def dev_settings(host: str, sandbox_port: int, ledger: str) -> Settings:
+def dev_settings(host: str, sandbox_port: int, ledger: str, metrics_port: int = 0) -> Settings:
     values: dict[str, Any] = {
+        "receiver_metrics_port": metrics_port,
         "chargebee_base_url": f"http://{host}:{sandbox_port}",
         "chargebee_api_key": SANDBOX_KEY,
         "ledger_url": f"sqlite:///{ledger}",
@@ -104,7 +104,8 @@ def banner(host: str, ports: dict[str, int], ledger: str, config: Path, values: 
     return f"""
 payrelay dev is running (Ctrl-C stops everything)
 
-  receiver   {base}:{ports["receiver"]}/v1/ingest/acme-bank   (openapi: /openapi.json, metrics: /metrics)
+  receiver   {base}:{ports["receiver"]}/v1/ingest/acme-bank   (openapi: /openapi.json)
+             {base}:{ports["receiver metrics"]}/metrics  /readyz
   ops        {base}:{ports["ops"]}/   admin token: {DEV_ADMIN_TOKEN}
   consumer   {base}:{ports["consumer"]}/metrics  /readyz
   sandbox    {base}:{ports["sandbox"]}/api/v1
@@ -143,12 +144,19 @@ def announce(host: str, ports: dict[str, int], ledger: str, settings: Settings) 
 
 
 async def run_dev(host: str, port: int, ledger: str) -> int:
-    """Everything on `host`: the receiver on `port`, ops on port+1, sandbox +10, consumer +1022.
+    """Everything on `host`: the receiver on `port`, ops on port+1, sandbox +10, consumer +1022,
+    the receiver's metrics +1023 (9102 and 9103 for the default 8080, as in production).
 
     `ledger` is the SQLite file's absolute path; `payrelay-dev.toml` is written beside it.
     """
-    ports = {"receiver": port, "ops": port + 1, "sandbox": port + 10, "consumer": port + 1022}
-    settings = dev_settings(host, ports["sandbox"], ledger)
+    ports = {
+        "receiver": port,
+        "ops": port + 1,
+        "sandbox": port + 10,
+        "consumer": port + 1022,
+        "receiver metrics": port + 1023,
+    }
+    settings = dev_settings(host, ports["sandbox"], ledger, ports["receiver metrics"])
     ensure_free(host, {f"the {name}'s port": number for name, number in ports.items()})
     stop = asyncio.Event()
     stop_on_signals(stop)
@@ -156,7 +164,8 @@ async def run_dev(host: str, port: int, ledger: str) -> int:
         asyncio.create_task(
             serve_until(create_sandbox(SandboxConfig(api_key=SANDBOX_KEY)), host, ports["sandbox"], stop)
         ),
-        asyncio.create_task(serve_until(create_receiver(settings), host, ports["receiver"], stop)),
+        # The receiver as production serves it: the slow-client guard, metrics on their own port.
+        asyncio.create_task(serve_receiver(settings, host, ports["receiver"], stop)),
         asyncio.create_task(run_consumer(settings, stop, host=host, port=ports["consumer"])),
     ]
     ops = create_ops(settings, allow_no_token_on_loopback=True)
