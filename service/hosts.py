@@ -1,8 +1,9 @@
-"""The receiver's trusted host names (`receiver_trusted_hosts`): a request for another Host is a 400.
+"""Trusted host names (`receiver_trusted_hosts`, `ops_trusted_hosts`): a request for another Host is a 400.
 
-The receiver reflects the Host header nowhere (no redirects, no absolute URLs), so the default is
-any host: it sits behind a load balancer whose name it need not know. Naming the hosts is defence
-in depth. Probes and Prometheus call by pod address, so `/healthz` and `/readyz` are not checked.
+The receiver reflects the Host header nowhere (no redirects, no absolute URLs), so its default is
+any host: it sits behind a load balancer whose name it need not know. The ops app's default is the
+loopback names, so that a page whose name was rebound to this address (DNS rebinding) reaches
+nothing. Probes and Prometheus call by pod address, so their paths are not checked.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def host_name(host_header: str) -> str:
 def host_allowed(host_header: str, trusted: Sequence[str]) -> bool:
     """`*` is any host, `*.example.com` its subdomains, anything else one name exactly."""
     name = host_name(host_header)
-    for pattern in trusted:
+    for pattern in (t.lower() for t in trusted):
         if pattern == "*" or name == pattern or (pattern.startswith("*.") and name.endswith(pattern[1:])):
             return True
     return False
@@ -48,19 +49,31 @@ def check_pattern(pattern: str) -> str:
 
 
 class TrustedHosts:
-    """ASGI middleware: a Host outside `trusted` gets a problem+json 400 before any route runs."""
+    """ASGI middleware: a Host outside `trusted` gets a problem+json 400 before any route runs.
 
-    def __init__(self, app: ASGIApp, trusted: Sequence[str]) -> None:
+    `setting` names what to change, in the answer; `unchecked` are the paths probes call by address.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        trusted: Sequence[str],
+        *,
+        setting: str = "receiver_trusted_hosts",
+        unchecked: frozenset[str] = UNCHECKED_PATHS,
+    ) -> None:
         self.app = app
         self.trusted = tuple(trusted)
         self.any = "*" in self.trusted
+        self.setting = setting
+        self.unchecked = unchecked
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.any or scope["type"] != "http" or scope["path"] in UNCHECKED_PATHS:
+        if self.any or scope["type"] != "http" or scope["path"] in self.unchecked:
             await self.app(scope, receive, send)
             return
         if host_allowed(Headers(scope=scope).get("host", ""), self.trusted):
             await self.app(scope, receive, send)
             return
-        detail = "this host name is not one the receiver answers to (receiver_trusted_hosts)"
+        detail = f"this host name is not one this app answers to ({self.setting})"
         await problem(400, detail)(scope, receive, send)

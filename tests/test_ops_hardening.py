@@ -21,8 +21,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from service.broker import declare_once
+from service.hosts import host_allowed
 from service.ops.app import create_app
-from service.ops.auth import MAX_FORM_BYTES, host_allowed
+from service.ops.auth import MAX_FORM_BYTES
 from service.ops.layout import read_form
 from service.ops.operations import BadRequest
 from service.ops.throttle import Throttle

@@ -24,10 +24,11 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.broker import Broker, BrokerUnavailable
+from service.hosts import TrustedHosts
 from service.ledger import Ledger
 from service.metrics import Metrics, create_metrics
 from service.ops.api import Api
-from service.ops.auth import Auth, AuthMiddleware, HostGuard
+from service.ops.auth import UNCHECKED_HOST_PATHS, Auth, AuthMiddleware
 from service.ops.layout import Layout, templates
 from service.ops.operations import Ops
 from service.ops.pages import Pages
@@ -167,7 +168,12 @@ def create_app(
             *pages.routes(),
         ],
         middleware=[
-            Middleware(HostGuard, trusted=settings.ops.trusted_hosts),
+            Middleware(
+                TrustedHosts,
+                trusted=settings.ops.trusted_hosts,
+                setting="ops_trusted_hosts",
+                unchecked=UNCHECKED_HOST_PATHS,
+            ),
             Middleware(AuthMiddleware, auth=auth),
         ],
         exception_handlers={HTTPException: http_error},

@@ -199,6 +199,13 @@ class OpsSettings(_Part):
             raise ValueError("two operators have the same token: each needs their own")
         return value
 
+    @field_validator("trusted_hosts")
+    @classmethod
+    def _check_hosts(cls, value: list[str]) -> list[str]:
+        from service.hosts import check_pattern
+
+        return [check_pattern(pattern) for pattern in value]
+
     @field_validator("admin_token")
     @classmethod
     def _check_admin_token(cls, value: SecretStr | None) -> SecretStr | None:
