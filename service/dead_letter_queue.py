@@ -71,7 +71,6 @@ class Keeper:
                     await channel.close()
         if taken:
             log.info("kept %d dead letter(s) in the ledger", taken)
-        await self.count()
         return taken
 
     async def count(self) -> int:
@@ -88,6 +87,7 @@ class Keeper:
             try:
                 if self.broker.ready:
                     await self.take_in()
+                await self.count()  # operators' replays and purges lower it too
                 pause = PAUSE_SECONDS[0]
             except asyncio.CancelledError:
                 raise
