@@ -139,6 +139,9 @@ async def running_worker(
         await worker.stop(settings.consumer.shutdown_grace_seconds)
         for task in background:
             task.cancel()
+        # Let them end before what they use closes: a ledger disposed under a query still in
+        # flight can leave the process waiting on its connection instead of exiting.
+        await asyncio.gather(*background, return_exceptions=True)
         await intake.stop()
         await broker.stop()
         await session.close()

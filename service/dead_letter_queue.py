@@ -87,7 +87,7 @@ class Keeper:
             try:
                 if self.broker.ready:
                     await self.take_in()
-                await self.count()  # operators' replays and purges lower it too
+                    await self.count()  # operators' replays and purges lower it too
                 pause = PAUSE_SECONDS[0]
             except asyncio.CancelledError:
                 raise
