@@ -35,8 +35,8 @@ from consumers.mapping import (
 )
 from consumers.reconcile import find_recorded
 from service import tracing
-from service.events import Event
-from service.ledger import WHOLE, EventKey, History, Ledger, Recorded
+from service.events import FILE_ATTRIBUTES, MAX_ATTRIBUTE_CHARS, Event, attribute_text
+from service.ledger import WHOLE, EventKey, History, Ledger, Provenance, Recorded
 from service.metrics import Metrics
 from service.money import to_major_string
 from service.settings import LEASE_MARGIN_SECONDS, Settings
@@ -90,6 +90,13 @@ def must_reconcile(history: History, now: datetime, call_seconds: float) -> bool
     """Whether to look in Chargebee before calling: maybe recorded, or a key Chargebee may forget."""
     horizon = IDEMPOTENCY_WINDOW - _WINDOW_MARGIN - timedelta(seconds=call_seconds)
     return history.reconcile or now - history.key_first_used_at > horizon
+
+
+def provenance(event: Event) -> Provenance:
+    """Where the event's payment came from: its reference number and, if any, its bank file's story."""
+    file_id, file_format, file_entry = (attribute_text(event.raw, name) for name in FILE_ATTRIBUTES)
+    reference = event.payment.reference_number[:MAX_ATTRIBUTE_CHARS]
+    return Provenance(reference or None, file_id, file_format, file_entry)
 
 
 class Recorder:
@@ -166,6 +173,7 @@ class Recorder:
             invoice_id=part.invoice_id,
             generation=generation,
             part=part.name,
+            provenance=provenance(event),
         )
         if claim.status == "recorded":
             assert claim.recorded is not None

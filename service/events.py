@@ -22,6 +22,11 @@ BATCH = "application/cloudevents-batch+json"
 # `id` becomes the AMQP message_id, a short string of at most 255 bytes; `source` is kept to the
 # same bound, since together they are the event's identity.
 MAX_IDENTITY_BYTES = 255
+# Extension attributes of an event made from a bank file (SPEC §9): the file's id, its format and
+# where in it the entry was. Shown to operators, never acted on; anyone may send them, so they are
+# read only as text and cut short.
+FILE_ATTRIBUTES = ("payrelayfile", "payrelayformat", "payrelayentry")
+MAX_ATTRIBUTE_CHARS = 200
 
 
 class BodyError(ValueError):
@@ -45,6 +50,12 @@ class Event:
     type: str
     payment: Payment
     raw: dict[str, Any]
+
+
+def attribute_text(raw: dict[str, Any], name: str) -> str | None:
+    """An extension attribute of an (untrusted) event as text of at most 200 characters, else None."""
+    value = raw.get(name)
+    return value[:MAX_ATTRIBUTE_CHARS] if isinstance(value, str) and value else None
 
 
 def parse_body(body: bytes, content_type: str) -> tuple[list[Any], bool]:

@@ -36,6 +36,8 @@ class Metrics:
     consumer_in_flight: Gauge
     reconciliations: Counter
     confirmations_pending: Gauge
+    files: Counter
+    file_entries: Counter
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -123,6 +125,18 @@ def create_metrics() -> Metrics:
         confirmations_pending=Gauge(
             "payrelay_confirmations_pending",
             "Recorded payments whose confirmations wait in the ledger's outbox for the broker",
+            registry=r,
+        ),
+        files=Counter(
+            "payrelay_files",
+            "Bank files received, by source, format (unknown until parsed) and HTTP status",
+            ["source", "format", "status"],
+            registry=r,
+        ),
+        file_entries=Counter(
+            "payrelay_file_entries",
+            "Entries of accepted bank files: published, duplicate (sent lately) or skipped, by reason",
+            ["source", "format", "outcome"],
             registry=r,
         ),
     )

@@ -1,5 +1,8 @@
 """The receiver: `POST /v1/ingest/{source}`, answered 202 only once RabbitMQ holds every event.
 
+Bank files, `POST /v1/files/{source}`, are service/files_endpoint.py's; both share the sources,
+the publisher and the recent identities built here.
+
 Order of checks, cheapest and least revealing first: unknown source (404), content type (415),
 body size while streaming (413) and time (408), signature (401), JSON shape (400), the events
 (422), and only then the publish (503 if the broker does not confirm every event in time).
@@ -11,108 +14,44 @@ oversized clients are stopped before a request reaches the app (service/connecti
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service import events as ev
 from service import messages, tracing
 from service.broker import Broker, BrokerUnavailable, Outgoing, Publisher
+from service.files_endpoint import FileIngest
 from service.hosts import TrustedHosts
+from service.inbound import (
+    RETRY_AFTER_SECONDS,
+    BodyIncomplete,
+    BodyTooLarge,
+    RecentIdentities,
+    SourceConfig,
+    read_body,
+    source_configs,
+)
 from service.metrics import Metrics, create_metrics
 from service.openapi import openapi_document
 from service.problems import problem
 from service.settings import Settings
-from service.signatures import SignatureError, Verifier, decode_secret
+from service.signatures import SignatureError
 from service.topology import Topology
 
 log = logging.getLogger("payrelay.receiver")
 
-RETRY_AFTER_SECONDS = "5"
 _ACCEPTED_TYPES = {*ev.STRUCTURED, ev.BATCH}
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-class BodyIncomplete(Exception):
-    """The body did not all arrive in time, or the client went away before it had."""
-
-
-@dataclass(frozen=True, slots=True)
-class SourceConfig:
-    """What the receiver needs per source, precomputed once: keys and allowed types."""
-
-    name: str
-    verifier: Verifier
-    types: tuple[str, ...]
-
-
-class RecentIdentities:
-    """Identities published lately, so a sender's quick retry is answered without republishing.
-
-    Only an optimisation: the consumer's ledger is what makes duplicates harmless.
-    """
-
-    def __init__(self, capacity: int = 100_000) -> None:
-        self._seen: OrderedDict[messages.EventKey, None] = OrderedDict()
-        self._capacity = capacity
-
-    def __contains__(self, identity: messages.EventKey) -> bool:
-        return identity in self._seen
-
-    def add(self, identity: messages.EventKey) -> None:
-        self._seen[identity] = None
-        if len(self._seen) > self._capacity:
-            self._seen.popitem(last=False)
-
-
-def source_configs(settings: Settings) -> dict[str, SourceConfig]:
-    return {
-        name: SourceConfig(
-            name=name,
-            verifier=Verifier(
-                keys=tuple(decode_secret(s.get_secret_value()) for s in source.secrets),
-                tolerance_seconds=source.tolerance_seconds,
-            ),
-            types=tuple(source.types),
-        )
-        for name, source in settings.sources.items()
-    }
-
-
-async def read_body(request: Request, limit: int, within: float) -> bytes:
-    """The whole body; `BodyTooLarge` as soon as more than `limit` bytes have arrived, and
-    `BodyIncomplete` if it has not all arrived `within` seconds (or the client left)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
-    chunks = []
-    size = 0
-    try:
-        async with asyncio.timeout(within):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise BodyTooLarge
-                chunks.append(chunk)
-    except (TimeoutError, ClientDisconnect):
-        raise BodyIncomplete from None
-    return b"".join(chunks)
 
 
 class Ingest:
@@ -256,6 +195,7 @@ def create_app(
         publisher = owned = settings.broker.broker("payrelay-receiver")
     the_publisher = publisher
     ingest = Ingest(settings, the_publisher, topology, metrics)
+    files = FileIngest(settings, the_publisher, topology, metrics, ingest.sources, ingest.recent)
     document = orjson.dumps(openapi_document(settings))
 
     @contextlib.asynccontextmanager
@@ -287,6 +227,7 @@ def create_app(
         exception_handlers={HTTPException: http_error},
         routes=[
             Route("/v1/ingest/{source}", ingest.handle, methods=["POST"]),
+            Route("/v1/files/{source}", files.handle, methods=["POST"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/openapi.json", openapi),

@@ -24,6 +24,7 @@ import aio_pika
 import orjson
 import pytest
 
+from service.bankfiles import demo
 from service.broker import declare_once
 from service.cli import build_parser
 from service.cli.dev import DEV_SECRET, dev_settings
@@ -333,6 +334,14 @@ async def test_dev_shares_its_ledger_and_a_second_dev_is_one_line(
             return code == 0 and len(orjson.loads(out)) == 1
 
         await until(dead, within=30, what="the dead letter in the dev setup")
+        # The README's bank-file walkthrough: the demo camt.054 through `payrelay import`, as written.
+        camt = str(demo.path("camt054"))
+        importing = ("import", camt, "--source", "acme-bank")
+        code, out, err = await run(*importing, "--dry-run", env=cli, cwd=tmp_path)
+        assert code == 0 and "nothing was published" in out, err
+        code, out, err = await run(*importing, env=cli, cwd=tmp_path)
+        assert code == 0 and "published 3 event(s)" in out, err
+        await until(lambda: _logged(log, "on INV-1006: 450.00 USD"), within=30, what="the file's payments")
         await until(lambda: _logged(log, "on INV-1001: 25.00 USD"), within=30, what="log")
         code, _, err = await run("dlq", "purge", "--all", "--yes", env=cli, cwd=tmp_path)
         assert code == 0, err

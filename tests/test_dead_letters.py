@@ -458,6 +458,8 @@ def test_audit_records_and_ledger_entries_as_json_in_utc() -> None:
         "currency": None,
         "created_at": "2026-11-25T12:00:00Z",
         "updated_at": "2026-11-25T12:00:00Z",
+        "reference_number": None,
+        "file": None,
     }
 
 

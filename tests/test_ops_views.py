@@ -13,7 +13,7 @@ import pytest
 from service.dead_letters import Filter, FilterError, Letter, decode
 from service.ledger import Entry
 from service.messages import DEAD_LETTER_REASONS
-from service.ops import views
+from service.ops import lookup_views, views
 from service.ops.dead_letter_pages import REASONS, came_from, options
 from service.ops.layout import Frame, templates
 from service.ops.operations import Outcomes, Story, dead_letter_rate, error_rate
@@ -283,14 +283,14 @@ def replayed_and_recorded() -> Story:
 
 
 def test_the_lookup_puts_the_current_state_first_and_earlier_failures_in_history() -> None:
-    model = views.lookup(replayed_and_recorded())
+    model = lookup_views.lookup(replayed_and_recorded())
     recorded, failing = model.entries
     assert (recorded.state.label, recorded.transaction) == ("recorded", "txn_77")
     assert recorded.invoice == views.Cell("INV-1042", href="/lookup?q=INV-1042")
     assert (recorded.reason, recorded.last_error) == ("—", "—")  # not its state any more
     assert (failing.reason, failing.last_error) == ("invoice_not_found", "no INV-1042")  # its state now
     assert model.earlier == [
-        views.Earlier("evt-7", "INV-1042", "invoice_not_payable", "invoice INV-1042 is voided")
+        lookup_views.Earlier("evt-7", "INV-1042", "invoice_not_payable", "invoice INV-1042 is voided")
     ]
     assert model.waiting is not None and [r.id for r in model.waiting] == ["dl-2"]
     assert model.settled is not None and [(r.id, r.state) for r in model.settled] == [("dl-1", "replayed")]
@@ -298,7 +298,9 @@ def test_the_lookup_puts_the_current_state_first_and_earlier_failures_in_history
 
 def test_the_lookup_page_shows_history_after_the_current_state_labelled_as_such() -> None:
     frame = Frame(PREFIX, "csrf-token", (), "Signed in as Ann", True)
-    page = render("lookup.html", q="INV-1042", story=views.lookup(replayed_and_recorded()), frame=frame)
+    page = render(
+        "lookup.html", q="INV-1042", story=lookup_views.lookup(replayed_and_recorded()), frame=frame
+    )
     current, history = page.split('<h2 id="history-heading">History</h2>')
     assert '<h2 id="current-heading">Current state</h2>' in current
     assert "txn_77" in current and "voided" not in current.split('id="waiting-table"')[0]

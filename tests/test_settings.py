@@ -205,6 +205,8 @@ _ENV_VALUES = {
     "amqp_url": "amqp://u:p@broker:5672/", "amqp_prefix": "pfx", "publish_timeout_seconds": "7",
     "delivery_limit": "9", "retry_delays_seconds": "[3, 4]", "amqp_management_url": "http://mq:15672",
     "max_body_bytes": "99", "max_batch_events": "9", "chargebee_site": "acme",
+    "max_file_bytes": "999", "file_body_timeout_seconds": "9",
+    "payer_fingerprint_key": "a-fingerprint-key-of-16+",
     "receiver_max_header_bytes": "8192", "receiver_max_headers": "20", "receiver_max_connections": "50",
     "receiver_header_timeout_seconds": "2", "receiver_body_timeout_seconds": "3",
     "receiver_metrics_port": "9200", "receiver_trusted_hosts": '["payrelay.example.com"]',
@@ -238,7 +240,7 @@ def _default(flat: str) -> Any:
 
 def test_every_documented_name_is_mapped_to_a_part() -> None:
     """The table covers every field of every part, once: nothing settable is left without a flat name."""
-    fields = {(part, f) for part in ("broker", "receiver", "chargebee", "ledger", "consumer", "ops")
+    fields = {(part, f) for part in ("broker", "receiver", "chargebee", "ledger", "consumer", "ops", "files")
               for f in type(getattr(Settings(), part)).model_fields}  # fmt: skip
     assert set(FLAT.values()) == fields
     assert set(_ENV_VALUES) == set(FLAT)
@@ -374,3 +376,40 @@ def test_trusted_hosts_are_names_addresses_or_wildcards(hosts: list[str], valid:
     else:
         with pytest.raises(ValidationError, match="receiver.trusted_hosts"):
             Settings(receiver_trusted_hosts=hosts)
+
+
+def test_a_source_says_what_its_bank_files_are() -> None:
+    """format, bai2_credit_codes and lockbox_columns become the parser's options."""
+    source = SourceSettings(
+        secrets=[SECRET],
+        format="lockbox",
+        bai2_credit_codes=["165"],
+        lockbox_columns={"check_number": (37, 46)},
+    )
+    options = source.file_options()
+    assert source.format == "lockbox"
+    assert options.bai2_credit_codes == frozenset({"165"})
+    assert options.lockbox_columns == {"check_number": (37, 46)}
+
+
+@pytest.mark.parametrize(
+    ("values", "says"),
+    [
+        ({"format": "pdf"}, "format"),
+        ({"bai2_credit_codes": ["16"]}, "three-digit"),
+        ({"bai2_credit_codes": ["475"]}, "debit type codes"),
+        ({"lockbox_columns": {"check_colour": (1, 2)}}, "check_colour"),
+        ({"lockbox_columns": {"check_amount": (17, 8)}}, "check_amount"),
+    ],
+)
+def test_bank_file_settings_are_checked_at_start(values: dict[str, Any], says: str) -> None:
+    """A wrong format, a debit or malformed BAI2 code, an unknown or backwards lockbox column: refused."""
+    with pytest.raises(ValidationError) as caught:
+        SourceSettings(secrets=[SECRET], **values)
+    assert says in str(caught.value)
+
+
+def test_a_short_fingerprint_key_is_refused() -> None:
+    """payer_fingerprint_key must not be guessable."""
+    with pytest.raises(ValidationError, match="at least 16"):
+        Settings(payer_fingerprint_key="short")

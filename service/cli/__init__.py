@@ -242,6 +242,13 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     return run_async(run(args, settings))
 
 
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    from service.cli.bank_import import run
+
+    logging.getLogger("payrelay.broker").setLevel(logging.WARNING)
+    return run_async(run(args, settings))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="payrelay", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument(
@@ -317,6 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_dlq_parser(sub)
     sub.choices["dlq"].set_defaults(run=cmd_dlq)
+
+    from service.cli.bank_import import add_parser as add_import_parser
+
+    add_import_parser(sub).set_defaults(run=cmd_import)
 
     send = sub.add_parser("send", help="sign an event (or a JSON file of events) and post it")
     send.add_argument("file", nargs="?", help="a JSON file with one event or an array (a batch); - for stdin")

@@ -22,6 +22,7 @@ import orjson
 from pydantic import ValidationError
 
 from consumers.app import run as run_consumer
+from service.bankfiles import demo
 from service.chargebee_sandbox import SandboxConfig
 from service.chargebee_sandbox import create_app as create_sandbox
 from service.cli.mistakes import ensure_free
@@ -41,6 +42,8 @@ log = logging.getLogger("payrelay.dev")
 
 # Not a secret: it exists so that `payrelay dev` works out of the box, and only on loopback.
 DEV_SECRET = "whsec_ZGV2LW9ubHktc2VjcmV0LWRvLW5vdC11c2U="
+DEV_LOCKBOX_SECRET = "whsec_ZGV2LWxvY2tib3gtc2VjcmV0LWRvLW5vdC11c2U="
+DEV_FINGERPRINT_KEY = "dev-fingerprint-key-not-a-secret"
 DEV_ADMIN_TOKEN = "dev-admin-token-not-a-secret"
 SANDBOX_KEY = "test_sandbox_key"
 
@@ -55,8 +58,11 @@ def dev_settings(host: str, sandbox_port: int, ledger: str, metrics_port: int = 
         "ops_cookie_secure": False,  # the dashboard is served over plain http on loopback
         # The dashboard's unacked counts and rates; it falls back to AMQP counts if this is off.
         "amqp_management_url": os.environ.get("PAYRELAY_AMQP_MANAGEMENT_URL", "http://127.0.0.1:15672"),
+        "payer_fingerprint_key": DEV_FINGERPRINT_KEY,
         "sources": {
-            "acme-bank": SourceSettings(secrets=[DEV_SECRET], invoice_pattern=DEFAULT_INVOICE_PATTERN)
+            "acme-bank": SourceSettings(secrets=[DEV_SECRET], invoice_pattern=DEFAULT_INVOICE_PATTERN),
+            # Paper checks from a lockbox service: files only, in the default lockbox layout.
+            "acme-lockbox": SourceSettings(secrets=[DEV_LOCKBOX_SECRET], format="lockbox"),
         },
     }
     if "PAYRELAY_CONFIG" in os.environ:
@@ -69,7 +75,8 @@ def dev_settings(host: str, sandbox_port: int, ledger: str, metrics_port: int = 
 
 def shared(settings: Settings) -> dict[str, str]:
     """What the CLI needs to work with this dev setup, by flat name; the broker's URL unless it has a
-    real password (RabbitMQ's local guest account is no secret; anything else is not written out)."""
+    real password (RabbitMQ's local guest account is no secret; anything else is not written out).
+    The dev sources and fingerprint key are written too (`source_tables`), for `payrelay import`."""
     values = {"ledger_url": settings.ledger.url, "amqp_prefix": settings.broker.prefix}
     url = settings.broker.url.get_secret_value()
     if urlsplit(url).password in (None, "guest"):
@@ -77,13 +84,27 @@ def shared(settings: Settings) -> dict[str, str]:
     return values
 
 
+def source_tables() -> list[str]:
+    """The dev sources as TOML, with their development-only secrets (published in this file)."""
+    return [
+        f'payer_fingerprint_key = "{DEV_FINGERPRINT_KEY}"',
+        "[sources.acme-bank]",
+        f'secrets = ["{DEV_SECRET}"]',
+        "[sources.acme-lockbox]",
+        f'secrets = ["{DEV_LOCKBOX_SECRET}"]',
+        'format = "lockbox"',
+    ]
+
+
 def write_config(path: Path, values: dict[str, str]) -> None:
-    """`payrelay-dev.toml`: `values` as TOML (a JSON string is a TOML basic string), replaced at once."""
+    """`payrelay-dev.toml`: `values` as TOML (a JSON string is a TOML basic string) and the dev
+    sources, replaced at once."""
     lines = [
         f"# Written by `payrelay dev` at {datetime.now(UTC):%Y-%m-%d %H:%M:%S}Z. payrelay reads this file",
         "# when it runs in this directory and PAYRELAY_CONFIG is not set; PAYRELAY_* variables still",
         "# override it. It is rewritten by the next `payrelay dev`; delete it when you are done.",
         *(f"{name} = {orjson.dumps(value).decode()}" for name, value in values.items()),
+        *source_tables(),
     ]
     partial = path.with_name(path.name + ".partial")
     partial.write_text("\n".join(lines) + "\n")
@@ -122,6 +143,12 @@ or let payrelay find the invoice in the remittance text:
   .venv/bin/payrelay send --url {base}:{ports["receiver"]} --source acme-bank \\
       --secret {DEV_SECRET} --remittance "Payment for INV-1002, thanks" --amount 125.50
 
+Or a bank file (a camt.054 paying INV-1003, INV-1004 and INV-1006; also bai2, mt940, and a
+lockbox file for --source acme-lockbox, beside it):
+
+  .venv/bin/payrelay import {demo_file("camt054")} --source acme-bank --dry-run
+  .venv/bin/payrelay import {demo_file("camt054")} --source acme-bank
+
 See what Chargebee received:  curl -s {base}:{ports["sandbox"]}/sandbox/requests
 
 The CLI run {where} (`.venv/bin/payrelay dlq list`, `dlq audit`...) uses this
@@ -130,6 +157,15 @@ Anywhere else, paste:
 
 {exports(values)}
 """
+
+
+def demo_file(kind: str) -> str:
+    """A demo bank file's path, relative to here when it is below (a checkout), else absolute."""
+    path = demo.path(kind).resolve()
+    try:
+        return str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def announce(host: str, ports: dict[str, int], ledger: str, settings: Settings) -> None:

@@ -19,11 +19,20 @@ Leases compare the claimers' wall clocks; keep them synchronised and leases much
 
 Modules: `tables` (schema, column types, upserts), `records` (what the ledger hands out),
 `engine` (URLs and connection setup), `migrations` (older schemas), `writer` (group commit),
-`store` (`Ledger`).
+`reads` (the queries), `store` (`Ledger`).
 """
 
 from service.ledger.engine import async_url
-from service.ledger.records import WHOLE, AuditRecord, Claim, Entry, History, Recorded, Unconfirmed
+from service.ledger.records import (
+    WHOLE,
+    AuditRecord,
+    Claim,
+    Entry,
+    History,
+    Provenance,
+    Recorded,
+    Unconfirmed,
+)
 from service.ledger.store import Ledger
 from service.messages import EventKey
 
@@ -35,6 +44,7 @@ __all__ = [
     "EventKey",
     "History",
     "Ledger",
+    "Provenance",
     "Recorded",
     "Unconfirmed",
     "async_url",

@@ -3,7 +3,12 @@
 Version 1 keyed the ledger by the event alone; version 2 keys it by (event, part), so one event
 split over several invoices has a row per invoice, and adds the columns of reconciliation
 (`reconcile`, `unreadable_200`, `key_first_used_at`) and of the outbox (`confirmed_at`). SQLite
-cannot change a primary key in place, so the table is rebuilt on both databases: one path.
+cannot change a primary key in place, so the table is rebuilt on both databases: one path. The
+rebuilt table is this payrelay's, so a version-1 ledger needs no later step.
+
+Version 3 adds where each payment came from (`reference_number`, and `file_id`, `file_format`,
+`file_entry` for an event made from a bank file), nullable and indexed for the ops lookup: added
+in place (`ALTER TABLE … ADD COLUMN`, the same on both databases). Rows older than it have none.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import logging
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.ledger.tables import LEDGER, SCHEMA, SCHEMA_VERSION
+from service.ledger.tables import LEDGER, PROVENANCE_COLUMNS, SCHEMA, SCHEMA_VERSION
 
 log = logging.getLogger("payrelay.ledger")
 
@@ -22,6 +27,7 @@ _V1_INDEXES = (
     "ix_payrelay_ledger_invoice_id",
     "ix_payrelay_ledger_event_id",
 )
+_V3_INDEXES = ("ix_payrelay_ledger_reference_number", "ix_payrelay_ledger_file_id")
 _V1_COLUMNS = (
     "origin, source, event_id, state, owner, lease_until, attempts, generation, invoice_id, "
     "transaction_id, invoice_status, amount_due, amount, currency, recorded_at, confirmation, "
@@ -40,7 +46,9 @@ async def migrate(conn: AsyncConnection) -> int | None:
     if version > SCHEMA_VERSION:
         raise RuntimeError(f"ledger schema is version {version}; this payrelay knows {SCHEMA_VERSION}")
     if version == 1:
-        await _v1_to_v2(conn)
+        await _v1_to_v2(conn)  # rebuilt as LEDGER is now: version 3's columns included
+    elif version == 2:
+        await _v2_to_v3(conn)
     if version < SCHEMA_VERSION:
         await conn.execute(sa.update(SCHEMA).values(version=SCHEMA_VERSION))
         log.info("ledger schema migrated from version %d to %d", version, SCHEMA_VERSION)
@@ -68,3 +76,11 @@ async def _v1_to_v2(conn: AsyncConnection) -> None:
         )
     )
     await conn.execute(sa.text("DROP TABLE payrelay_ledger_v1"))
+
+
+async def _v2_to_v3(conn: AsyncConnection) -> None:
+    for name in PROVENANCE_COLUMNS:
+        await conn.execute(sa.text(f"ALTER TABLE payrelay_ledger ADD COLUMN {name} TEXT"))
+    for index in LEDGER.indexes:
+        if index.name in _V3_INDEXES:
+            await conn.run_sync(index.create)

@@ -46,6 +46,23 @@ class Claim:
 
 
 @dataclass(frozen=True, slots=True)
+class Provenance:
+    """Where a payment came from, stored by its first claim and never changed by a later one.
+
+    The reference number its event carried (`bank_reference`, `check_number`) and, for an event
+    made from a bank file (SPEC §9), the file's id, its format and where in it the entry was.
+    """
+
+    reference_number: str | None = None
+    file_id: str | None = None
+    file_format: str | None = None
+    file_entry: str | None = None
+
+
+NO_PROVENANCE = Provenance()
+
+
+@dataclass(frozen=True, slots=True)
 class Entry:
     """A ledger row, for the ops app and the CLI."""
 
@@ -65,6 +82,10 @@ class Entry:
     confirmed_at: datetime | None
     amount: int | None = None  # minor units, once Chargebee has recorded it
     currency: str | None = None
+    reference_number: str | None = None  # the Provenance, None for rows older than schema v3
+    file_id: str | None = None
+    file_format: str | None = None
+    file_entry: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON of the ops API's ledger rows (the overview's recent outcomes, an event's story)."""
@@ -85,6 +106,10 @@ class Entry:
             "currency": self.currency,
             "created_at": rfc3339(self.created_at),
             "updated_at": rfc3339(self.updated_at),
+            "reference_number": self.reference_number,
+            "file": None
+            if self.file_id is None
+            else {"id": self.file_id, "format": self.file_format, "entry": self.file_entry},
         }
 
 

@@ -1,4 +1,4 @@
-"""`Ledger`: claims, outcomes, the outbox, plans, queries and the audit, writes committed in groups."""
+"""`Ledger`: claims, outcomes, the outbox, plans and the audit, writes committed in groups."""
 
 from __future__ import annotations
 
@@ -14,18 +14,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from service.ledger.engine import engine_for
 from service.ledger.letters import LetterTable, forget_bodies
 from service.ledger.migrations import migrate
+from service.ledger.reads import Reads
 from service.ledger.records import (
+    NO_PROVENANCE,
     WHOLE,
-    AuditRecord,
     Claim,
-    Entry,
     History,
+    Provenance,
     Recorded,
-    Unconfirmed,
     event_values,
     key_values,
-    to_audit_record,
-    to_entry,
     to_recorded,
     update_key_values,
 )
@@ -34,7 +32,6 @@ from service.ledger.tables import (
     AUDIT,
     CONFIRMED,
     EVENT_COLUMNS,
-    KEY_COLUMNS,
     LEDGER,
     METADATA,
     PLAN,
@@ -63,7 +60,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class Ledger:
+class Ledger(Reads):
     """Outcomes and audit on one database; build it with `await Ledger.open(url)`."""
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -122,12 +119,14 @@ class Ledger:
         invoice_id: str | None,
         generation: int = 0,
         part: str = WHOLE,
+        provenance: Provenance = NO_PROVENANCE,
     ) -> Claim:
         """Take one payment of an event for one Chargebee attempt, or say why not ("recorded", "busy").
 
         Takeable: a new payment, an expired lease, the owner's own lease, a transient failure
         waiting for retry, or a dead-lettered payment being replayed. A claim that takes over a
-        lapsed lease, or starts a replay's generation, marks the payment for reconciliation.
+        lapsed lease, or starts a replay's generation, marks the payment for reconciliation. The
+        payment's `provenance` is stored by the first claim; a later one only fills in what is None.
         """
         attempts = 0
         for _ in range(_CLAIM_TRIES):
@@ -143,6 +142,7 @@ class Ledger:
                 "reconcile": generation > 0,  # a replay of a row retention has already deleted
                 "unreadable_200": False,
                 "invoice_id": invoice_id,
+                **asdict(provenance),
                 "created_at": now,
                 "updated_at": now,
             }
@@ -262,11 +262,6 @@ class Ledger:
         if applied is None:
             log.info("ignored failure of %s from %s: recorded, or held by another owner", key, owner)
 
-    async def get(self, key: EventKey, part: str = WHOLE) -> Entry | None:
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(ROW, key_values(key, part))).first()
-        return None if row is None else to_entry(row)
-
     async def mark_confirmed(self, key: EventKey, part: str = WHOLE) -> None:
         """The broker confirmed this payment's confirmations: take it out of the outbox."""
         values = {**update_key_values(key, part), "now": _now()}
@@ -275,31 +270,6 @@ class Ledger:
             await conn.execute(CONFIRMED, values)
 
         await self._grouped(confirmed)
-
-    async def unconfirmed(self, *, older_than: float, limit: int = 500) -> list[Unconfirmed]:
-        """Recorded payments whose confirmations are still to be sent, stored `older_than` seconds ago."""
-        cutoff = _now() - timedelta(seconds=older_than)
-        query = (
-            sa.select(*(LEDGER.c[n] for n in KEY_COLUMNS), LEDGER.c.confirmation)
-            .where(LEDGER.c.state == "recorded", LEDGER.c.confirmed_at.is_(None))
-            .where(LEDGER.c.updated_at <= cutoff)
-            .order_by(LEDGER.c.updated_at)
-            .limit(limit)
-        )
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return [Unconfirmed((r.origin, r.source, r.event_id), r.part, r.confirmation) for r in rows]
-
-    async def owned_elsewhere(self, transaction_ids: list[str], key: EventKey, part: str = WHOLE) -> set[str]:
-        """Those of the Chargebee transactions that other payments of the ledger already hold."""
-        if not transaction_ids:
-            return set()
-        mine = sa.and_(*(LEDGER.c[n] == v for n, v in key_values(key, part).items()))
-        query = sa.select(LEDGER.c.transaction_id).where(
-            LEDGER.c.transaction_id.in_(transaction_ids), sa.not_(mine)
-        )
-        async with self._engine.connect() as conn:
-            return set((await conn.scalars(query)).all())
 
     async def plan(self, key: EventKey, proposed: list[tuple[str, int]]) -> list[tuple[str, int]]:
         """The event's allocation plan: `proposed` if it is the first, else the one stored before.
@@ -315,43 +285,6 @@ class Ledger:
 
         stored = await self._grouped(plan)
         return [(str(invoice), int(amount)) for invoice, amount in stored]
-
-    async def stored_plan(self, key: EventKey) -> list[tuple[str, int]] | None:
-        async with self._engine.connect() as conn:
-            stored = await conn.scalar(PLAN, event_values(key))
-        return None if stored is None else [(str(invoice), int(amount)) for invoice, amount in stored]
-
-    async def find(
-        self, *, invoice_id: str | None = None, event_id: str | None = None, limit: int = 50
-    ) -> list[Entry]:
-        """Entries matching every filter given, newest updated first (no filter: the most recent)."""
-        query = sa.select(LEDGER)
-        if invoice_id is not None:
-            query = query.where(LEDGER.c.invoice_id == invoice_id)
-        if event_id is not None:
-            query = query.where(LEDGER.c.event_id == event_id)
-        return await self._entries(query, limit)
-
-    async def recent(self, limit: int = 50) -> list[Entry]:
-        """The most recently updated entries, newest first."""
-        return await self._entries(sa.select(LEDGER), limit)
-
-    async def _entries(self, query: sa.Select[Any], limit: int) -> list[Entry]:
-        ordered = query.order_by(LEDGER.c.updated_at.desc(), *(LEDGER.c[n] for n in KEY_COLUMNS)).limit(limit)
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(ordered)).all()
-        return [to_entry(row) for row in rows]
-
-    async def outcomes_since(self, since: datetime) -> dict[tuple[str, str | None], int]:
-        """(state, reason) → how many entries were last updated at or after `since`."""
-        query = (
-            sa.select(LEDGER.c.state, LEDGER.c.reason, sa.func.count())
-            .where(LEDGER.c.updated_at >= utc(since))
-            .group_by(LEDGER.c.state, LEDGER.c.reason)
-        )
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return {(state, reason): count for state, reason, count in rows}
 
     async def cleanup(self, *, retention_days: int, now: datetime | None = None) -> int:
         """Delete entries of every state not updated for `retention_days`; returns how many went.
@@ -385,10 +318,3 @@ class Ledger:
         }
         async with self._write() as conn:
             await conn.execute(AUDIT.insert().values(**row))
-
-    async def audit(self, limit: int = 100) -> list[AuditRecord]:
-        """The latest audit records, newest first."""
-        query = sa.select(AUDIT).order_by(AUDIT.c.id.desc()).limit(limit)
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return [to_audit_record(row) for row in rows]

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -36,6 +36,9 @@ EVENT_COLUMNS = ("origin", "source", "event_id")
 # One row per payment: an event recorded on one invoice has part "", an event split over several
 # invoices (SPEC §4 allocations) has one row per invoice, its part being the invoice id.
 KEY_COLUMNS = (*EVENT_COLUMNS, "part")
+# Where a payment came from, kept from the first claim that knew it (version 3): the reference
+# number it carried and, for an event made from a bank file (SPEC §9), the file, format and entry.
+PROVENANCE_COLUMNS = ("reference_number", "file_id", "file_format", "file_entry")
 
 LEDGER = sa.Table(
     "payrelay_ledger",
@@ -71,6 +74,7 @@ LEDGER = sa.Table(
     sa.Column("reason", sa.Text),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+    *(sa.Column(name, sa.Text) for name in PROVENANCE_COLUMNS),
     sa.CheckConstraint(
         "state IN ('in_progress', 'recorded', 'failed', 'dead_lettered')", name="ck_payrelay_ledger_state"
     ),
@@ -78,6 +82,8 @@ LEDGER = sa.Table(
     sa.Index("ix_payrelay_ledger_invoice_id", "invoice_id"),
     sa.Index("ix_payrelay_ledger_event_id", "event_id"),
     sa.Index("ix_payrelay_ledger_transaction_id", "transaction_id"),
+    sa.Index("ix_payrelay_ledger_reference_number", "reference_number"),
+    sa.Index("ix_payrelay_ledger_file_id", "file_id"),
     # Only unconfirmed payments are in this index, so the outbox drainer's scan stays small.
     sa.Index(
         "ix_payrelay_ledger_unconfirmed",
@@ -221,6 +227,8 @@ class Upserts:
             **{name: new[name] for name in _CLAIM_SETS},
             "attempts": t.c.attempts + 1,
             "invoice_id": sa.func.coalesce(new.invoice_id, t.c.invoice_id),  # a replay may correct it
+            # The first claim's story stays: the same transaction in a later file is the same payment.
+            **{name: sa.func.coalesce(t.c[name], new[name]) for name in PROVENANCE_COLUMNS},
             # Taking over a lapsed lease: its holder may have called Chargebee and died. A new
             # generation is a replay: what happened before it is not known here.
             "reconcile": sa.or_(

@@ -56,10 +56,12 @@ RFC 3339 UTC; rates are messages per second.
     marks the matching letters purged (never replayed; the body is removed after the retention
     period); audited. Same answer as replay.
 
-`GET /api/events/lookup?q=<event id or invoice id>`
-    An event's story: `{"q", "ledger": [entries whose event_id or invoice_id is q],
-    "dead_letters": [letters of event q or invoice q, in every state], "audit": [records naming
-    q]}`.
+`GET /api/events/lookup?q=<event id, invoice id, reference number or bank file id>`
+    An event's story: `{"q", "ledger": [entries whose event_id, invoice_id, reference_number or
+    file id is q], "dead_letters": [letters of event q or invoice q, or of those entries' events,
+    in every state], "audit": [records naming q]}`. Entries have the fields of `recent` above
+    and `reference_number` and `file` (`{"id", "format", "entry"}` for a payment from a bank
+    file, else null).
 
 `GET /api/audit?limit=`
     `{"audit": [{"id", "at", "actor", "action", "selector", "count", "details"}]}`, newest first

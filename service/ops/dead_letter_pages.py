@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from service.dead_letters import EDITABLE, SELECTORS, EditError, Filter, Letter, Outcome, chargebee_figures
+from service.events import FILE_ATTRIBUTES, attribute_text
 from service.messages import DEAD_LETTER_REASONS
 from service.ops import views
 from service.ops.api import query_filter
@@ -109,6 +110,20 @@ def facts(letter: Letter) -> tuple[Fact, ...]:
         Fact("Amount", views.text(views.amount(letter))),
         Fact("Earlier replays", views.text(letter.summary()["replays"])),
         Fact("Story", views.lookup_link(letter.event_id)),
+        *file_facts(letter.event),
+    )
+
+
+def file_facts(event: dict[str, Any] | None) -> tuple[Fact, ...]:
+    """Where in a bank file the event came from (SPEC §9), the file a link to its every payment;
+    nothing for an event that names no file."""
+    file_id, file_format, entry = (attribute_text(event or {}, name) for name in FILE_ATTRIBUTES)
+    if file_id is None:
+        return ()
+    return (
+        Fact("Bank file", views.lookup_link(file_id)),
+        Fact("File format", views.text(file_format)),
+        Fact("Entry in the file", views.text(entry)),
     )
 
 

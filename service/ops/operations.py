@@ -19,7 +19,7 @@ from service.broker import Broker, BrokerUnavailable
 from service.dead_letter_queue import Keeper
 from service.dead_letter_store import DeadLetterStore
 from service.dead_letters import SELECTORS, Filter, FilterError, Letter, Outcome, parse_age
-from service.ledger import AuditRecord, Entry, Ledger
+from service.ledger import AuditRecord, Entry, EventKey, Ledger
 from service.ledger.letters import letter_number
 from service.messages import rfc3339
 from service.metrics import Metrics
@@ -32,6 +32,9 @@ log = logging.getLogger("payrelay.ops")
 DEFAULT_LIST_LIMIT = 100
 LETTER_STATES = ("dead", "replayed", "purged")  # a story tells of every letter, settled or not
 RECENT_OUTCOMES = 20
+# What a lookup's query may be, in the order its entries are listed; a file may hold many payments.
+LOOKUP_FIELDS = ("event_id", "invoice_id", "reference_number", "file_id")
+LOOKUP_LIMIT = 1000
 
 
 class BadRequest(ValueError):
@@ -191,16 +194,18 @@ class Ops:
         return outcome
 
     async def lookup(self, query: str) -> Story:
-        """An event's whole story: the ledger entries whose event id or invoice id is `query`, the
-        dead letters in every state of `query` or of those events, and the audit records naming it."""
-        entries = {e.key: e for e in await self.ledger.find(event_id=query)}
-        for entry in await self.ledger.find(invoice_id=query):
-            entries.setdefault(entry.key, entry)
+        """An event's whole story: the ledger entries whose event id, invoice id, reference number
+        or bank file id is `query`, the dead letters in every state of `query` or of those events,
+        and the audit records naming it."""
+        entries: dict[tuple[EventKey, str], Entry] = {}
+        for name in LOOKUP_FIELDS:
+            for entry in await self.ledger.find(**{name: query}, limit=LOOKUP_LIMIT):
+                entries.setdefault((entry.key, entry.part), entry)
         audit = [r for r in await self.ledger.audit(limit=1000) if _mentions(r, query)]
         found = await self.letters.show(query)  # first: it takes in what the queue still holds
         now, table = datetime.now(UTC), self.letters.table
         found += await table.select(Filter(invoice=query), now=now, limit=1000, states=LETTER_STATES)
-        if event_ids := tuple({key[2] for key in entries}):  # their letters may name no invoice
+        if event_ids := tuple({key[2] for key, _ in entries}):  # their letters may name no invoice
             found += await table.select(Filter(ids=event_ids), now=now, limit=1000, states=LETTER_STATES)
         letters = {letter.id: letter for letter in found}
         return Story(
@@ -213,7 +218,7 @@ class Ops:
 
 @dataclass(frozen=True, slots=True)
 class Story:
-    """Everything payrelay knows about one event id or invoice id."""
+    """Everything payrelay knows about one event id, invoice id, reference number or bank file."""
 
     query: str
     entries: list[Entry]

@@ -3,7 +3,8 @@
 Server-rendered from the Jinja2 templates in `templates/` and usable without JavaScript;
 `static/ops.js` adds the dashboard's live refresh (fetching `/fragments/dashboard`, the same
 partial the page includes, and swapping it in) and confirmation prompts. The dead-letter browser
-is in `dead_letter_pages.py`, the shared frame in `layout.py`, the view models in `views.py`.
+is in `dead_letter_pages.py`, the shared frame in `layout.py`, the view models in `views.py` and
+`lookup_views.py`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from service.broker import BrokerUnavailable
-from service.ops import views
+from service.ops import lookup_views, views
 from service.ops.auth import Auth, safe_next
 from service.ops.dead_letter_pages import DeadLetterPages
 from service.ops.layout import Layout, first, read_form
@@ -110,12 +111,12 @@ class Pages:
 
     async def lookup(self, request: Request) -> Response:
         query = request.query_params.get("q", "").strip()
-        story = views.lookup(await self.ops.lookup(query)) if query else None
+        story = lookup_views.lookup(await self.ops.lookup(query)) if query else None
         return self.layout.page(request, "lookup.html", q=query, story=story)
 
     async def audit(self, request: Request) -> Response:
         records = [r.as_dict() for r in await self.ops.ledger.audit(200)]
-        return self.layout.page(request, "audit.html", rows=views.audit_rows(records))
+        return self.layout.page(request, "audit.html", rows=lookup_views.audit_rows(records))
 
     def routes(self) -> list[Route]:
         def guarded(handler: Handler) -> Handler:

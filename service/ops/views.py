@@ -3,8 +3,8 @@
 Pure functions of what `Ops` returns, and no markup: the templates in `templates/` lay these
 out. The dashboard's live refresh renders the same partial from the same `Dashboard`, so a
 figure is formatted here and nowhere else (not in `static/ops.js`). Here: the formatting every
-page shares, the dashboard, dead-letter rows, lookup and audit; the models only the dead-letter
-browser's own pages use are in `dead_letter_pages.py`.
+page shares, the dashboard and dead-letter rows; the lookup and audit pages' models are in
+`lookup_views.py`, and those only the dead-letter browser's own pages use in `dead_letter_pages.py`.
 """
 
 from __future__ import annotations
@@ -14,11 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import orjson
-
 from service.dead_letters import Letter, chargebee_figures
 from service.money import AmountError, to_major_string
-from service.ops.operations import Story
 
 DASH = "—"
 LEDGER_STATES = (
@@ -268,119 +265,3 @@ def letter_row(letter: Letter) -> LetterRow:
 
 def letter_rows(letters: Iterable[Letter]) -> list[LetterRow]:
     return [letter_row(letter) for letter in letters]
-
-
-# -- lookup and audit -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class EntryRow:
-    """A payment as the ledger has it now; a recorded one shows no reason or error (see `Earlier`)."""
-
-    updated: Cell
-    event_id: str
-    origin: str
-    state: Badge
-    invoice: Cell
-    attempts: int
-    transaction: str
-    reason: str
-    last_error: str
-
-
-@dataclass(frozen=True, slots=True)
-class Earlier:
-    """A failure a payment had before Chargebee recorded it (the ledger keeps the last one)."""
-
-    event_id: str
-    invoice: str
-    reason: str
-    error: str
-
-
-@dataclass(frozen=True, slots=True)
-class AuditRow:
-    at: Cell
-    actor: str
-    action: str
-    selector: str
-    count: int
-    details: str
-
-
-@dataclass(frozen=True, slots=True)
-class Lookup:
-    """An event's story, the current state first, then its history.
-
-    Current: the ledger's entries and the dead letters still waiting. History: the failures of
-    payments since recorded, the dead letters replayed or purged, and the audit. The letter lists
-    are None when the letters could not be read.
-    """
-
-    entries: list[EntryRow]
-    waiting: list[LetterRow] | None
-    earlier: list[Earlier]
-    settled: list[LetterRow] | None  # replayed or purged
-    audit: list[AuditRow]
-
-
-def lookup(story: Story) -> Lookup:
-    entries = [e.as_dict() for e in story.entries]
-    letters = story.dead_letters
-    return Lookup(
-        entries=entry_rows(entries),
-        waiting=None if letters is None else letter_rows(d for d in letters if d.state == "dead"),
-        earlier=earlier_failures(entries),
-        settled=None if letters is None else letter_rows(d for d in letters if d.state != "dead"),
-        audit=audit_rows(r.as_dict() for r in story.audit),
-    )
-
-
-def entry_rows(entries: Iterable[dict[str, Any]]) -> list[EntryRow]:
-    """Ledger entries (as `Entry.as_dict()` gives them) as they stand now, for the lookup page."""
-    rows = []
-    for e in entries:
-        now = e["state"] != "recorded"  # a recorded entry's reason and error are history
-        rows.append(
-            EntryRow(
-                updated=when(e["updated_at"]),
-                event_id=e["event_id"],
-                origin=e["origin"],
-                state=state_badge(e["state"]),
-                invoice=lookup_link(e.get("invoice_id")),
-                attempts=e["attempts"],
-                transaction=e.get("transaction_id") or DASH,
-                reason=(e.get("reason") if now else None) or DASH,
-                last_error=short((e.get("last_error") if now else None) or DASH, 120),
-            )
-        )
-    return rows
-
-
-def earlier_failures(entries: Iterable[dict[str, Any]]) -> list[Earlier]:
-    """What recorded entries failed with before they were recorded (their reason and error stay)."""
-    return [
-        Earlier(
-            event_id=e["event_id"],
-            invoice=e.get("invoice_id") or DASH,
-            reason=e.get("reason") or DASH,
-            error=short(e.get("last_error") or DASH, 120),
-        )
-        for e in entries
-        if e["state"] == "recorded" and (e.get("reason") or e.get("last_error"))
-    ]
-
-
-def audit_rows(records: Iterable[dict[str, Any]]) -> list[AuditRow]:
-    """Audit records (as `AuditRecord.as_dict()` gives them), their details as one line of JSON."""
-    return [
-        AuditRow(
-            at=when(r["at"]),
-            actor=r["actor"],
-            action=r["action"],
-            selector=r["selector"],
-            count=r["count"],
-            details=short(orjson.dumps(r["details"]).decode(), 200),
-        )
-        for r in records
-    ]

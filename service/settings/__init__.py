@@ -1,6 +1,6 @@
 """Settings: one typed object in parts, from a TOML file (`PAYRELAY_CONFIG`) and `PAYRELAY_*` variables.
 
-Modules: `parts` (broker, receiver, chargebee, ledger, consumer, ops — each builds what it
+Modules: `parts` (broker, receiver, chargebee, ledger, consumer, ops, files — each builds what it
 configures), `sources` (`[sources.NAME]` and their effective values), `flat` (the documented flat
 names and the part each sets), `model` (`Settings`, the checks across parts, `load_settings`).
 """
@@ -13,6 +13,7 @@ from service.settings.parts import (
     ChargebeeSettings,
     ConfigError,
     ConsumerSettings,
+    FilesSettings,
     LedgerSettings,
     OpsSettings,
     ReceiverSettings,
@@ -28,6 +29,7 @@ __all__ = [
     "ConfigError",
     "ConsumerSettings",
     "EffectiveSource",
+    "FilesSettings",
     "LedgerSettings",
     "OpsSettings",
     "ReceiverSettings",

@@ -21,6 +21,7 @@ from service.settings.parts import (
     ChargebeeSettings,
     ConfigError,
     ConsumerSettings,
+    FilesSettings,
     LedgerSettings,
     OpsSettings,
     ReceiverSettings,
@@ -59,6 +60,7 @@ class Settings(BaseSettings):
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
     consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
     ops: OpsSettings = Field(default_factory=OpsSettings)
+    files: FilesSettings = Field(default_factory=FilesSettings)
     sources: dict[str, SourceSettings] = Field(default_factory=dict)
 
     # The parsed TOML file, set on a subclass by load_settings; empty when built directly.

@@ -139,6 +139,27 @@ class LedgerSettings(_Part):
         return await Ledger.open(self.url, statement_timeout=self.statement_timeout_seconds)
 
 
+class FilesSettings(_Part):
+    """Bank files (SPEC §9): how large one may be, how long its body may take to arrive, and the key
+    payers' account numbers are fingerprinted under (service/bankfiles/events.py)."""
+
+    max_file_bytes: int = Field(default=25 * 1024 * 1024, ge=1)
+    body_timeout_seconds: float = Field(default=120.0, gt=0)
+    # Without a key, events carry a payer's last four digits but no fingerprint.
+    payer_fingerprint_key: SecretStr | None = None
+
+    @field_validator("payer_fingerprint_key")
+    @classmethod
+    def _check_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and 0 < len(value.get_secret_value()) < 16:
+            raise ValueError("is too short: at least 16 characters (e.g. `openssl rand -hex 32`)")
+        return value
+
+    def key(self) -> bytes | None:
+        secret = self.payer_fingerprint_key.get_secret_value() if self.payer_fingerprint_key else ""
+        return secret.encode() or None
+
+
 class ConsumerSettings(_Part):
     prefetch: int = Field(default=64, ge=1)
     max_attempts: int = Field(default=6, ge=1)

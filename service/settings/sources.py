@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from service.bankfiles.model import Options
 from service.events import EVENT_TYPES, EventType
 from service.signatures import MIN_KEY_BYTES, decode_secret
 
@@ -40,8 +42,40 @@ class SourceSettings(BaseModel):
     skip_webhooks: bool | None = None
     skip_actions: bool | None = None
     invoice_pattern: str | None = None
+    # Bank files (SPEC §9): what this source sends to /v1/files/{source}; `auto` recognises camt,
+    # BAI2 and MT940 by their content, lockbox must be named.
+    format: Literal["auto", "camt", "bai2", "lockbox", "mt940"] = "auto"
+    # BAI2 type codes that become payments; unset: service/bankfiles/bai.py's DEFAULT_CREDIT_CODES.
+    bai2_credit_codes: list[str] | None = None
+    # Lockbox record positions overriding the default layout: field = [first, last] (1-based).
+    lockbox_columns: dict[str, tuple[int, int]] = Field(default_factory=dict)
 
     _check_pattern = field_validator("invoice_pattern")(lambda v: v if v is None else compiled(v))
+
+    @field_validator("bai2_credit_codes")
+    @classmethod
+    def _check_codes(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            wrong = [code for code in value if not (len(code) == 3 and code.isascii() and code.isdigit())]
+            if wrong or not value:
+                raise ValueError('must be a non-empty list of three-digit BAI2 type codes, e.g. ["165"]')
+            debits = [code for code in value if 400 <= int(code) < 700]
+            if debits:
+                raise ValueError(f"{', '.join(debits)} are debit type codes: they are never payments")
+        return value
+
+    @field_validator("lockbox_columns")
+    @classmethod
+    def _check_columns(cls, value: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+        from service.bankfiles.lockbox import layout
+
+        layout(value)  # ValueError names the field and what is wrong with it
+        return value
+
+    def file_options(self) -> Options:
+        """What this source's bank files are parsed with."""
+        codes = frozenset(self.bai2_credit_codes or ())
+        return Options(bai2_credit_codes=codes, lockbox_columns=dict(self.lockbox_columns))
 
     @model_validator(mode="after")
     def _load_secrets(self) -> SourceSettings:
