@@ -39,8 +39,6 @@ from service.topology import Topology
 
 log = logging.getLogger("payrelay.receiver")
 
-_PUBLISH_SECONDS_PER_EVENT = 0.002  # on top of publish_timeout_seconds, for a large file's confirms
-
 
 class FileIngest:
     """The bank-file endpoint, sharing the ingest endpoint's sources, publisher and recent identities."""
@@ -126,7 +124,7 @@ class FileIngest:
         file_format = read.statement.format
         if messages:
             started = time.perf_counter()
-            within = self.settings.broker.publish_timeout_seconds + len(messages) * _PUBLISH_SECONDS_PER_EVENT
+            within = intake.publish_within(self.settings.broker.publish_timeout_seconds, len(messages))
             try:
                 await self.publisher.publish(messages, within=within)
             except BrokerUnavailable as exc:

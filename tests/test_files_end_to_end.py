@@ -73,15 +73,14 @@ async def recorded(pipe: Pipeline, expected: dict[str, int]) -> None:
     assert await calls() == expected
 
 
-async def publish_directly(pipe: Pipeline, body: bytes) -> int:
+async def publish_directly(pipe: Pipeline, body: bytes, source: str = "acme-bank") -> int:
     """Publish a file's events past the receiver, as `payrelay import` does: only the ledger stops repeats."""
-    read = intake.read(
-        body, expected="auto", options=SOURCES["acme-bank"].file_options(), file_id="again", key=None
-    )
+    settings = SOURCES[source]
+    read = intake.read(body, expected=settings.format, options=settings.file_options(), file_id="x", key=None)
     broker = pipe.settings.broker.broker("test-import")
     await broker.start(wait=5)
     try:
-        messages = intake.outgoing(read, "acme-bank", pipe.settings.broker.topology().events)
+        messages = intake.outgoing(read, source, pipe.settings.broker.topology().events)
         await broker.publish(messages)
     finally:
         await broker.stop()
@@ -129,19 +128,5 @@ async def test_a_lockbox_check_with_overflow_invoices_is_one_payment_per_invoice
     await recorded(pipe, {"INV-1007": 1, "INV-1008": 1, "INV-1010": 1})
     amounts = {r["invoice_id"]: r["form"]["amount"] for r in await pipe.requests()}
     assert amounts == {"INV-1007": "50000", "INV-1008": "64990", "INV-1010": "100000"}
-    assert await publish_directly_lockbox(pipe, body) == 2
+    assert await publish_directly(pipe, body, source="lockbox") == 2
     await recorded(pipe, {"INV-1007": 1, "INV-1008": 1, "INV-1010": 1})
-
-
-async def publish_directly_lockbox(pipe: Pipeline, body: bytes) -> int:
-    read = intake.read(
-        body, expected="lockbox", options=SOURCES["lockbox"].file_options(), file_id="x", key=None
-    )
-    broker = pipe.settings.broker.broker("test-import")
-    await broker.start(wait=5)
-    try:
-        messages = intake.outgoing(read, "lockbox", pipe.settings.broker.topology().events)
-        await broker.publish(messages)
-    finally:
-        await broker.stop()
-    return len(messages)

@@ -77,6 +77,15 @@ def _one_transaction_once(statement: Statement, events: list[ev.Event]) -> None:
             )
 
 
+_CONFIRM_SECONDS_PER_EVENT = 0.002  # a large file's confirms take longer than one event's
+
+
+def publish_within(timeout: float, count: int) -> float:
+    """How long publishing `count` events of a file may wait for confirms: `timeout` and a little
+    more per event."""
+    return timeout + count * _CONFIRM_SECONDS_PER_EVENT
+
+
 def outgoing(intake: Intake, origin: str, exchange: str, traceparent: str | None = None) -> list[Outgoing]:
     """The messages that publish the file's events, as the ingest endpoint publishes events."""
     headers: dict[str, Any] = {messages.SOURCE: origin}

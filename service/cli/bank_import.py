@@ -90,7 +90,7 @@ async def _publish(read: intake.Intake, args: argparse.Namespace, settings: Sett
     try:
         await broker.start(wait=_START_WAIT)
         if messages:
-            within = settings.broker.publish_timeout_seconds + len(messages) * 0.002
+            within = intake.publish_within(settings.broker.publish_timeout_seconds, len(messages))
             await broker.publish(messages, within=within)
     except BrokerUnavailable as exc:
         print(
