@@ -64,6 +64,10 @@ class Invoice(BaseModel):
     amount_due: int = 0
     currency_code: str
     customer_id: str | None = None
+    total: int | None = None  # v2
+    amount: int | None = None  # v1's name for the total
+    date: int | None = None
+    due_date: int | None = None
     linked_payments: list[LinkedPayment] = []
     linked_transactions: list[LinkedPayment] = []
 
@@ -108,6 +112,13 @@ class _TransactionResponse(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     transaction: Transaction
+
+
+class _ListResponse(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    list: list[dict[str, Any]]
+    next_offset: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +270,18 @@ class ChargebeeClient:
         if status != 200:
             raise classify(status, _error_body(raw), _retry_after(headers), write=False)
         return self._read(_TransactionResponse, raw).transaction
+
+    async def list_page(
+        self, path: str, params: dict[str, str], traceparent: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of a list endpoint (`/customers`, `/invoices`...): its items and `next_offset`."""
+        status, headers, raw = await self._call(
+            "GET", f"{self.api_base}{path}", {}, traceparent, None, params=params
+        )
+        if status != 200:
+            raise classify(status, _error_body(raw), _retry_after(headers), write=False)
+        page = self._read(_ListResponse, raw)
+        return page.list, page.next_offset
 
     async def check_auth(self) -> None:
         """Raise ConfigurationFault if Chargebee refuses the key, TransientError if it cannot be reached.

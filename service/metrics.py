@@ -38,6 +38,10 @@ class Metrics:
     confirmations_pending: Gauge
     files: Counter
     file_entries: Counter
+    matches: Counter
+    review_open: Gauge
+    review_oldest_age: Gauge
+    review_decisions: Counter
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -137,6 +141,24 @@ def create_metrics() -> Metrics:
             "payrelay_file_entries",
             "Entries of accepted bank files: published, duplicate (sent lately) or skipped, by reason",
             ["source", "format", "outcome"],
+            registry=r,
+        ),
+        matches=Counter(
+            "payrelay_matches",
+            "Payments cash application matched (SPEC §10), by method and outcome (auto or review)",
+            ["method", "outcome"],
+            registry=r,
+        ),
+        review_open=Gauge("payrelay_review_open", "Payments waiting in review for a person", registry=r),
+        review_oldest_age=Gauge(
+            "payrelay_review_oldest_age_seconds",
+            "How long the oldest open review item has waited (0 when none waits)",
+            registry=r,
+        ),
+        review_decisions=Counter(
+            "payrelay_review_decisions",
+            "Review decisions by people: accepted, assigned, rejected, refused or conflict",
+            ["decision"],
             registry=r,
         ),
     )

@@ -160,7 +160,7 @@ async def test_a_version_2_ledger_gains_the_story_columns_and_keeps_its_rows(bac
             columns, indexes = await ledger_shape(conn)
             version = await conn.scalar(sa.text("SELECT max(version) FROM payrelay_schema"))
         assert set(PROVENANCE_COLUMNS) <= columns and NEW_INDEXES <= indexes
-        assert version == SCHEMA_VERSION == 3
+        assert version == SCHEMA_VERSION == 4
         entry = await stored(migrated)
         assert (entry.state, entry.transaction_id, entry.file_id) == ("recorded", "txn_1", None)
         other = ("acme-bank", "urn:acme", "evt-after")

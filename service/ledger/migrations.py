@@ -9,6 +9,9 @@ rebuilt table is this payrelay's, so a version-1 ledger needs no later step.
 Version 3 adds where each payment came from (`reference_number`, and `file_id`, `file_format`,
 `file_entry` for an event made from a bank file), nullable and indexed for the ops lookup: added
 in place (`ALTER TABLE … ADD COLUMN`, the same on both databases). Rows older than it have none.
+
+Version 4 adds cash application's tables (reviews, matches, the payer map): new tables, which
+`create_all` makes where they are missing; nothing older changes.
 """
 
 from __future__ import annotations

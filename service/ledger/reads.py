@@ -18,6 +18,7 @@ from service.ledger.records import (
     to_audit_record,
     to_entry,
 )
+from service.ledger.review_tables import MATCHES
 from service.ledger.tables import AUDIT, KEY_COLUMNS, LEDGER, PLAN, ROW, utc
 from service.messages import EventKey
 
@@ -61,6 +62,15 @@ class Reads:
         async with self._engine.connect() as conn:
             stored = await conn.scalar(PLAN, event_values(key))
         return None if stored is None else [(str(invoice), int(amount)) for invoice, amount in stored]
+
+    async def stored_match(self, key: EventKey) -> tuple[dict[str, Any], bool] | None:
+        """How the event's plan was matched (SPEC §10), and whether a person allowed an overpayment."""
+        query = sa.select(MATCHES.c.match, MATCHES.c.allow_excess).where(
+            *(MATCHES.c[name] == value for name, value in event_values(key).items())
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else (dict(row.match), bool(row.allow_excess))
 
     async def find(
         self,

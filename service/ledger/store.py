@@ -27,6 +27,8 @@ from service.ledger.records import (
     to_recorded,
     update_key_values,
 )
+from service.ledger.review_tables import MATCHES
+from service.ledger.reviews import ReviewTable
 from service.ledger.sessions import SessionTable
 from service.ledger.tables import (
     AUDIT,
@@ -71,6 +73,10 @@ class Ledger(Reads):
         self._grouped = self._writes.run
         self._write = self._writes.transaction
         self.sessions = SessionTable(engine, self._write)
+        insert_into = sqlite.insert if is_sqlite else postgresql.insert
+        self._match = insert_into(MATCHES).on_conflict_do_nothing(index_elements=list(EVENT_COLUMNS))
+        self.reviews = ReviewTable(self._write, engine.connect, insert_into)
+        self.payers = self.reviews.payers
 
     @classmethod
     async def open(
@@ -271,16 +277,23 @@ class Ledger(Reads):
 
         await self._grouped(confirmed)
 
-    async def plan(self, key: EventKey, proposed: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    async def plan(
+        self, key: EventKey, proposed: list[tuple[str, int]], match: dict[str, Any] | None = None
+    ) -> list[tuple[str, int]]:
         """The event's allocation plan: `proposed` if it is the first, else the one stored before.
 
         Decided once, from the invoices as they were then, and kept: a retry after part of the
-        plan was recorded must not share the payment differently.
+        plan was recorded must not share the payment differently. `match` (how cash application
+        found it, SPEC §10) is kept with the first plan only.
         """
-        values = {**event_values(key), "plan": [list(p) for p in proposed], "created_at": _now()}
+        now = _now()
+        values = {**event_values(key), "plan": [list(p) for p in proposed], "created_at": now}
+        matched = {**event_values(key), "match": match, "allow_excess": False, "created_at": now}
 
         async def plan(conn: AsyncConnection) -> Any:
-            await conn.execute(self._sql.plan, values)
+            written = (await conn.execute(self._sql.plan, values)).rowcount
+            if written and match is not None:
+                await conn.execute(self._match, matched)
             return await conn.scalar(PLAN, event_values(key))
 
         stored = await self._grouped(plan)
@@ -301,6 +314,11 @@ class Ledger(Reads):
         async with self._write() as conn:
             result = await conn.execute(sa.delete(LEDGER).where(LEDGER.c.updated_at < cutoff))
             await conn.execute(sa.delete(PLANS).where(PLANS.c.created_at < cutoff, ~entries.exists()))
+            plans = sa.select(PLANS.c.event_id).where(
+                *(MATCHES.c[name] == PLANS.c[name] for name in EVENT_COLUMNS)
+            )
+            await conn.execute(sa.delete(MATCHES).where(MATCHES.c.created_at < cutoff, ~plans.exists()))
+            await self.reviews.cleanup(conn, cutoff)
             await forget_bodies(conn, cutoff)
         return result.rowcount
 
