@@ -16,7 +16,7 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 from starlette.applications import Starlette
@@ -25,7 +25,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from consumers.chargebee import ChargebeeClient
+from consumers.directory import Directory
 from consumers.invoices import InvoiceBook
+from consumers.matching.matcher import Matcher
 from consumers.outbox import Outbox
 from consumers.rate_limit import RateLimiter
 from consumers.record_payment import RecordPaymentWorker
@@ -35,6 +37,7 @@ from service.dead_letter_queue import Keeper
 from service.ledger import Ledger
 from service.metrics import Metrics, create_metrics
 from service.queue_stats import queue_stats
+from service.review.service import Reviews
 from service.serving import serve_until
 from service.settings import Settings
 
@@ -90,6 +93,22 @@ async def _cleanup_forever(ledger: Ledger, retention_days: int) -> None:
         await asyncio.sleep(CLEANUP_EVERY.total_seconds())
 
 
+async def _reviews_forever(reviews: Reviews, broker: Broker, metrics: Metrics, every: float = 10.0) -> None:
+    """Send decided items whose event did not reach a queue, and keep the review gauges current."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            if broker.ready:
+                await reviews.requeue_decided()
+            count, oldest = await reviews.summary()
+        except Exception as exc:
+            log.warning("could not look at the review queue: %s", type(exc).__name__)
+            continue
+        metrics.review_open.set(count)
+        age = (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else 0.0
+        metrics.review_oldest_age.set(max(age, 0.0))
+
+
 @contextlib.asynccontextmanager
 async def running_worker(
     settings: Settings, metrics: Metrics | None = None
@@ -114,22 +133,35 @@ async def running_worker(
         client, api_version=settings.chargebee.api_version, overpayment=settings.consumer.overpayment
     )
     outbox = Outbox(broker, ledger, metrics)
+    matching = settings.matching
+    directory = Directory(
+        client, customers_ttl=matching.customers_ttl_seconds, invoices_ttl=matching.invoices_ttl_seconds
+    )
+    matcher = Matcher(matching, directory, ledger.payers) if matching.enabled else None
+    recorder = Recorder(
+        settings, ledger=ledger, chargebee=client, invoices=invoices, metrics=metrics, matcher=matcher
+    )
+    topology = settings.broker.topology()
+    reviews = Reviews(
+        ledger, broker, topology, directory, api_version=settings.chargebee.api_version, metrics=metrics
+    )
     worker = RecordPaymentWorker(
         settings,
         broker=broker,
         intake=intake,
-        recorder=Recorder(settings, ledger=ledger, chargebee=client, invoices=invoices, metrics=metrics),
+        recorder=recorder,
         outbox=outbox,
         ledger=ledger,
         metrics=metrics,
         owner=f"{socket.gethostname()}:{os.getpid()}:{id(broker):x}",
     )
     intake.on_connect = worker.on_connect
-    keeper = Keeper(intake, settings.broker.topology(), ledger, metrics)
+    keeper = Keeper(intake, topology, ledger, metrics)
     background = [
         asyncio.create_task(_cleanup_forever(ledger, settings.ledger.retention_days)),
         asyncio.create_task(outbox.drain_forever()),
         asyncio.create_task(keeper.keep_forever()),
+        asyncio.create_task(_reviews_forever(reviews, broker, metrics)),
     ]
     try:
         await broker.start(wait=5.0)

@@ -132,6 +132,7 @@ class RecordResult:
     currency: str | None
     replayed: bool  # Chargebee answered from its idempotency store
     excess: int = 0  # what Chargebee put in the customer's excess payments (minor units)
+    customer_id: str | None = None  # the invoice's customer, when Chargebee said (the payer map learns it)
 
 
 def excess_of(transaction: Transaction, invoice_id: str, amount: int) -> int:
@@ -239,6 +240,7 @@ class ChargebeeClient:
             currency=parsed.invoice.currency_code,
             replayed=response_headers.get("chargebee-idempotency-replayed") == "true",
             excess=excess_of(parsed.transaction, request.invoice_id, request.amount),
+            customer_id=parsed.invoice.customer_id,
         )
 
     async def retrieve_invoice(

@@ -37,10 +37,12 @@ def build(
     *,
     part: str = WHOLE,
     amount: int | None = None,
+    match: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """The confirmations for one recorded payment: always payment.recorded, invoice.paid if paid.
 
-    `part` and `amount` name one invoice's share of a split payment (default: the whole event).
+    `part` and `amount` name one invoice's share of a split payment (default: the whole event);
+    `match` says how cash application or a person found the invoice (SPEC §10).
     """
     payment = event.payment
     data: dict[str, Any] = {
@@ -58,6 +60,8 @@ def build(
     }
     if recorded.excess:
         data["excess"] = recorded.excess  # SPEC §4: Chargebee put it in the customer's excess payments
+    if match is not None:
+        data["match"] = {name: match.get(name) for name in ("method", "score", "reasons")}
     types = ["payment.recorded"] + (["invoice.paid"] if recorded.invoice_status == "paid" else [])
     return [
         {

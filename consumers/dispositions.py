@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from consumers.errors import Busy, ConfigurationFault, PaymentError, PermanentError, TransientError
+from service.review.model import NewReview
 from service.topology import RetryTier
 
 
@@ -49,7 +50,14 @@ class Requeue:
     delay: float = 0.0
 
 
-Disposition = Ack | Retry | DeadLetter | Requeue
+@dataclass(frozen=True, slots=True)
+class Review:
+    """Keep the payment in review for a person (SPEC §10), then ack it."""
+
+    item: NewReview
+
+
+Disposition = Ack | Retry | DeadLetter | Requeue | Review
 
 
 def pick_tier(

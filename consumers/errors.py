@@ -9,12 +9,14 @@ PaymentError
 │   ├── InvoiceNotPayable          invoice_not_payable    the invoice's status, or Chargebee 409
 │   ├── CurrencyMismatch           currency_mismatch      the payment is not in the invoice's currency
 │   ├── Overpayment                overpayment            above amount_due, with overpayment = "review"
+│   │                                                     (sent to review, not dead-lettered)
 │   ├── OutcomeUnknown             outcome_unknown        an unreadable 200, and the payment not found
 │   └── RejectedByChargebee        rejected_by_chargebee  any other Chargebee 400/422
 ├── TransientError (retry_after)   nobody's fault: retry later, then retries_exhausted
 │   │                              429 (also lock_timeout), 5xx, timeouts, connection errors;
 │   │                              `maybe_recorded` when Chargebee may have recorded it anyway
 │   └── UnreadableAnswer           a 200 that cannot be read: reconciled at once
+├── NeedsReview                    cash application cannot decide: a person will (SPEC §10)
 ├── Busy                           another delivery holds the payment's lease: look again soon
 └── ConfigurationFault             our fault: 401/403, a redirect, a 404 that is not about the
                                    invoice — pause consuming, dead-letter nothing
@@ -101,6 +103,25 @@ class UnreadableAnswer(TransientError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, status=200, maybe_recorded=True)
+
+
+class NeedsReview(PaymentError):
+    """Nobody's fault: the payment waits in review for a person, who decides where it goes."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        why: str,
+        suggestions: tuple[Any, ...] = (),
+        customer_id: str | None = None,
+        named: tuple[Any, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.why = why
+        self.suggestions = suggestions  # service.review.model.Suggestion
+        self.customer_id = customer_id
+        self.named = named  # service.review.model.Allocation: the event's own invoices
 
 
 class Busy(PaymentError):

@@ -13,13 +13,7 @@ from consumers.chargebee import ChargebeeClient, Invoice, OnPermit
 from consumers.errors import CurrencyMismatch, InvoiceNotFound, InvoiceNotPayable, Overpayment
 from consumers.mapping import Share
 from service.money import to_major_string
-
-# Where Chargebee lets record_payment in: v1 "for 'payment_due' or 'not_paid' invoices" (OAS-v1);
-# v2 "The invoice status must be payment_due, posted, or not_paid" (OAS-v2).
-PAYABLE = {
-    "v1": frozenset({"payment_due", "not_paid"}),
-    "v2": frozenset({"payment_due", "not_paid", "posted"}),
-}
+from service.review.service import PAYABLE
 
 
 def check_payable(
@@ -54,11 +48,22 @@ class InvoiceBook:
         self._capacity = capacity
 
     async def check(
-        self, invoice_id: str, currency: str, amount: int, traceparent: str | None, on_permit: OnPermit | None
+        self,
+        invoice_id: str,
+        currency: str,
+        amount: int,
+        traceparent: str | None,
+        on_permit: OnPermit | None,
+        *,
+        allow_excess: bool = False,
     ) -> None:
-        """Raise CurrencyMismatch, InvoiceNotPayable, InvoiceNotFound or Overpayment, else return."""
+        """Raise CurrencyMismatch, InvoiceNotPayable, InvoiceNotFound or Overpayment, else return.
+
+        `allow_excess`: a person decided to record this overpayment (SPEC §10).
+        """
+        overpayment = "record" if allow_excess else self.overpayment
         known = self._currencies.get(invoice_id)
-        if known is not None and self.overpayment == "record":
+        if known is not None and overpayment == "record":
             self._currencies.move_to_end(invoice_id)
             if known != currency:
                 raise CurrencyMismatch(
@@ -67,7 +72,7 @@ class InvoiceBook:
             return  # its status is Chargebee's to check: a 409 says the same as a retrieve would
         invoice = await self.client.retrieve_invoice(invoice_id, traceparent, on_permit)
         self._remember(invoice)
-        check_payable(invoice, currency, amount, api_version=self.api_version, overpayment=self.overpayment)
+        check_payable(invoice, currency, amount, api_version=self.api_version, overpayment=overpayment)
 
     async def candidates(self, invoice_ids: list[str], currency: str, traceparent: str | None) -> list[Share]:
         """Those of `invoice_ids` that are payable invoices in `currency`, with their amounts due."""

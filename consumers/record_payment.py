@@ -24,11 +24,12 @@ from typing import Any
 import orjson
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage, AbstractQueue
 
-from consumers.dispositions import Ack, DeadLetter, Disposition, Requeue, Retry, decide
+from consumers.dispositions import Ack, DeadLetter, Disposition, Requeue, Retry, Review, decide
 from consumers.errors import (
     Busy,
     ConfigurationFault,
     InvalidEvent,
+    NeedsReview,
     OutcomeUnknown,
     PaymentError,
     TransientError,
@@ -36,10 +37,13 @@ from consumers.errors import (
 )
 from consumers.outbox import Outbox
 from consumers.recording import Attempt, Recorder, Stopped
+from consumers.review import review_of
 from service import events, messages, tracing
 from service.broker import Broker, BrokerUnavailable, Outgoing
 from service.ledger import EventKey, Ledger
 from service.metrics import Metrics
+from service.review.model import NewReview
+from service.review.service import REVIEW_HEADER
 from service.settings import Settings
 
 log = logging.getLogger("payrelay.consumer")
@@ -166,6 +170,10 @@ class RecordPaymentWorker:
             stopped = attempt.stopped
             if stopped is None:
                 return Ack("recorded" if attempt.new else "duplicate")
+            if isinstance(stopped.error, NeedsReview):
+                assert key is not None
+                await self._note(key, stopped, owner, None)  # an overpayment's claim is let go
+                return Review(review_of(message, headers, key, stopped.error))
             if isinstance(stopped.error, ConfigurationFault):
                 assert key is not None
                 await self._note(key, stopped, owner, None)
@@ -199,6 +207,7 @@ class RecordPaymentWorker:
             generation=messages.count(headers, messages.GENERATION),
             owner=owner,
             traceparent=messages.text(headers, messages.TRACEPARENT),
+            reviewed=REVIEW_HEADER in headers,
         )
         if attempt.new:
             log.debug("event %r: %d part(s) recorded%s", event.id, attempt.new, _trace(headers))
@@ -243,6 +252,8 @@ class RecordPaymentWorker:
                     await self._republish(message, disposition)
                 case DeadLetter():
                     await self._dead_letter(message, disposition)
+                case Review(item):
+                    await self._review(message, item, disposition)
                 case Requeue(why, delay):
                     log.info("returning message %r to the queue: %s", message.message_id, why)
                     await asyncio.sleep(delay)
@@ -310,6 +321,25 @@ class RecordPaymentWorker:
         log.warning("dead-lettered %r: %s (%r)", message.message_id, dead.reason, dead.error)
         self.metrics.dead_letters.labels(dead.reason).inc()
         self.metrics.consumer_outcomes.labels("dead_lettered", dead.reason).inc()
+
+    async def _review(self, message: AbstractIncomingMessage, new: NewReview, disposition: Review) -> None:
+        """Keep the item durably, then ack; a resend of a payment a person rejected is a dead letter."""
+        try:
+            item = await self.ledger.reviews.add(new)
+        except Exception as exc:
+            why = type(exc).__name__
+            log.warning("could not keep %r in review (%s); returning it", message.message_id, why)
+            await asyncio.sleep(BROKER_TROUBLE_WAIT_SECONDS / 6)
+            await message.nack(requeue=True)
+            return
+        if item.state == "rejected":
+            error = f"rejected in review {item.id} by {item.decided_by}"
+            attempts = messages.count(dict(message.headers or {}), messages.ATTEMPTS)
+            await self._dead_letter(message, DeadLetter("unmatched_invoice", error, attempts))
+            return
+        await message.ack()
+        log.info("payment %r waits in review as %s (%s)", new.key[2], item.id, new.why)
+        self.metrics.consumer_outcomes.labels("review", new.why).inc()
 
     # -- configuration pause -----------------------------------------------------------------
 

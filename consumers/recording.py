@@ -18,10 +18,19 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from consumers import confirmations
 from consumers.chargebee import ChargebeeClient, RecordResult
-from consumers.errors import Busy, OutcomeUnknown, PaymentError, UnmatchedInvoice, UnreadableAnswer
+from consumers.errors import (
+    Busy,
+    NeedsReview,
+    OutcomeUnknown,
+    Overpayment,
+    PaymentError,
+    UnmatchedInvoice,
+    UnreadableAnswer,
+)
 from consumers.invoices import InvoiceBook
 from consumers.mapping import (
     Part,
@@ -33,12 +42,14 @@ from consumers.mapping import (
     share,
     to_request,
 )
+from consumers.matching.matcher import Applied, Matcher, teach_of
 from consumers.reconcile import find_recorded
 from service import tracing
 from service.events import FILE_ATTRIBUTES, MAX_ATTRIBUTE_CHARS, Event, attribute_text
 from service.ledger import WHOLE, EventKey, History, Ledger, Provenance, Recorded
 from service.metrics import Metrics
 from service.money import to_major_string
+from service.review.model import Allocation, Suggestion
 from service.settings import LEASE_MARGIN_SECONDS, Settings
 
 log = logging.getLogger("payrelay.consumer")
@@ -57,6 +68,15 @@ class Stopped:
     part: str = WHOLE
     claimed: bool = False
     invoice_id: str | None = None  # the invoice it was being recorded on, named or found
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The event's parts, and how cash application (or a person) found them, if it did."""
+
+    parts: list[Part]
+    match: dict[str, Any] | None = None  # what confirmations carry as `match` (SPEC §5)
+    allow_excess: bool = False  # a person decided to record an overpayment
 
 
 @dataclass(slots=True)
@@ -108,27 +128,43 @@ class Recorder:
         chargebee: ChargebeeClient,
         invoices: InvoiceBook,
         metrics: Metrics,
+        matcher: Matcher | None = None,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
         self.chargebee = chargebee
         self.invoices = invoices
         self.metrics = metrics
+        self.matcher = matcher  # None: cash application is off (payments naming nothing are dead letters)
 
     async def record(
-        self, event: Event, key: EventKey, *, generation: int, owner: str, traceparent: str | None
+        self,
+        event: Event,
+        key: EventKey,
+        *,
+        generation: int,
+        owner: str,
+        traceparent: str | None,
+        reviewed: bool = False,
     ) -> Attempt:
+        """`reviewed`: the event comes back from a person's decision, which its stored plan holds."""
         attempt = Attempt()
         try:
-            parts = await self._plan(event, key, traceparent)
+            plan = await self._plan(event, key, traceparent, reviewed)
         except PaymentError as error:
             attempt.stopped = Stopped(error)
             return attempt
-        for part in parts:
+        for part in plan.parts:
             try:
-                stored, new = await self._record_part(event, key, part, generation, owner, traceparent)
+                stored, new = await self._record_part(event, key, part, plan, generation, owner, traceparent)
             except Busy as error:
                 attempt.stopped = Stopped(error, part.name, invoice_id=part.invoice_id)
+                return attempt
+            except Overpayment as error:
+                stop: PaymentError = error
+                if self.settings.consumer.overpayment == "review":
+                    stop = _overpaid(error, plan)  # the same failure, for a person
+                attempt.stopped = Stopped(stop, part.name, claimed=True, invoice_id=part.invoice_id)
                 return attempt
             except PaymentError as error:
                 attempt.stopped = Stopped(error, part.name, claimed=True, invoice_id=part.invoice_id)
@@ -137,32 +173,77 @@ class Recorder:
             attempt.new += new
         return attempt
 
-    async def _plan(self, event: Event, key: EventKey, traceparent: str | None) -> list[Part]:
-        """The parts of the event: named by it, or decided once from its references and kept."""
+    async def _plan(self, event: Event, key: EventKey, traceparent: str | None, reviewed: bool) -> Plan:
+        """The parts of the event: named by it, or decided once (from its references, by cash
+        application, or by a person) and kept."""
         payment = event.payment
         pattern = self.settings.source(key[0]).invoice_pattern
         named = named_shares(payment, pattern)
-        if named is not None:
-            return parts_of(named)
-        if not payment.references:
-            raise UnmatchedInvoice("no invoice_id, and invoice_pattern found none in remittance or memo")
+        if named is not None and not reviewed:
+            return Plan(parts_of(named))
         stored = await self.ledger.stored_plan(key)
-        if stored is None:
+        if stored is not None:
+            matched = await self.ledger.stored_match(key)
+            match, allow_excess = matched if matched is not None else (None, False)
+            return Plan(parts_of(stored), match or None, allow_excess)
+        if named is not None:
+            return Plan(parts_of(named))
+        proposed: list[tuple[str, int]] = []
+        if payment.references:
             candidates = await self.invoices.candidates(reference_ids(payment), payment.currency, traceparent)
             if candidates:
                 proposed = share(payment.amount, candidates)
             else:
                 found = find_invoice(payment, pattern)
                 proposed = [] if found is None else [(found, payment.amount)]
-            if not proposed:
-                raise UnmatchedInvoice(
-                    f"no reference names a payable {payment.currency} invoice, and invoice_pattern found none"
-                )
-            stored = await self.ledger.plan(key, proposed)
-        return parts_of(stored)
+        if proposed:
+            return Plan(parts_of(await self.ledger.plan(key, proposed)))
+        if self.matcher is None:
+            raise UnmatchedInvoice(
+                "no invoice_id, no reference that names a payable "
+                f"{payment.currency} invoice, and invoice_pattern found none"
+            )
+        return await self._matched(event, key, traceparent)
+
+    async def _matched(self, event: Event, key: EventKey, traceparent: str | None) -> Plan:
+        """Cash application (SPEC §10): applied and kept as the event's plan, or sent to a person."""
+        assert self.matcher is not None
+        waiting = await self.ledger.reviews.by_key(key)
+        if waiting is not None:  # a redelivery or a resend of a payment already in review
+            raise NeedsReview(f"already in review as {waiting.id}", why=waiting.why)
+        outcome = await self.matcher.match(event.payment, traceparent)
+        if isinstance(outcome, Applied):
+            suggestion = outcome.suggestion
+            self.metrics.matches.labels(suggestion.method, "auto").inc()
+            proposed = [(a.invoice_id, a.amount) for a in suggestion.allocations]
+            stored = await self.ledger.plan(key, proposed, match=suggestion.match())
+            log.info(
+                "matched %r from %r to %s (%s, score %.2f)",
+                event.id,
+                key[0],
+                ", ".join(a.invoice_id for a in suggestion.allocations),
+                suggestion.method,
+                suggestion.score,
+            )
+            return Plan(parts_of(stored), suggestion.match())
+        best = outcome.suggestions[0].method if outcome.suggestions else "none"
+        self.metrics.matches.labels(best, "review").inc()
+        raise NeedsReview(
+            f"cash application sent it to review: {outcome.why}",
+            why=outcome.why,
+            suggestions=outcome.suggestions,
+            customer_id=outcome.customer_id,
+        )
 
     async def _record_part(
-        self, event: Event, key: EventKey, part: Part, generation: int, owner: str, traceparent: str | None
+        self,
+        event: Event,
+        key: EventKey,
+        part: Part,
+        plan: Plan,
+        generation: int,
+        owner: str,
+        traceparent: str | None,
     ) -> tuple[bytes, int]:
         """Record one part; returns its stored confirmations and 1 if this delivery recorded it."""
         lease_seconds = self.settings.ledger.lease_seconds
@@ -184,14 +265,16 @@ class Recorder:
         timeout = self.settings.chargebee.timeout_seconds
         lease = Lease(self.ledger, key, part.name, owner, lease_seconds, timeout)
         try:
-            result = await self._call(event, key, part, generation, claim.history, traceparent, lease)
+            result = await self._call(event, key, part, plan, generation, claim.history, traceparent, lease)
         except asyncio.CancelledError:
             await self._cancelled(key, part, owner)
             raise
         now = datetime.now(UTC)
         payment = event.payment
         stored = confirmations.encode(
-            confirmations.build(key, event, part.invoice_id, result, now, part=part.name, amount=part.amount)
+            confirmations.build(
+                key, event, part.invoice_id, result, now, part=part.name, amount=part.amount, match=plan.match
+            )
         )
         recorded = Recorded(
             transaction_id=result.transaction_id,
@@ -204,6 +287,7 @@ class Recorder:
             confirmation=stored,
         )
         await self.ledger.record_success(key, recorded, owner=owner, part=part.name)
+        await self._learn(event, part, result)
         # Invoice ids match INVOICE_ID before they become parts; Chargebee's strings are escaped.
         log.info(
             "recorded %r from %r on %s: %s %s, transaction %r, invoice %r%s%s",
@@ -226,6 +310,7 @@ class Recorder:
         event: Event,
         key: EventKey,
         part: Part,
+        plan: Plan,
         generation: int,
         history: History,
         traceparent: str | None,
@@ -244,7 +329,14 @@ class Recorder:
                 raise OutcomeUnknown(
                     "Chargebee answered an earlier attempt 200 unreadably, and no such payment can be found"
                 )
-        await self.invoices.check(part.invoice_id, payment.currency, part.amount, traceparent, lease.keep)
+        await self.invoices.check(
+            part.invoice_id,
+            payment.currency,
+            part.amount,
+            traceparent,
+            lease.keep,
+            allow_excess=plan.allow_excess,
+        )
         try:
             return await self.chargebee.record_payment(request, traceparent, lease.keep)
         except UnreadableAnswer as unreadable:
@@ -255,6 +347,18 @@ class Recorder:
             if found is not None:
                 return found
             raise OutcomeUnknown(f"{unreadable}, and no such payment can be found") from None
+
+    async def _learn(self, event: Event, part: Part, result: RecordResult) -> None:
+        """Every recorded payment teaches the payer map who paid (SPEC §10); a failure here is logged."""
+        if self.matcher is not None:
+            self.matcher.forget(part.invoice_id)
+        teach = teach_of(event.payment)
+        if not teach or result.customer_id is None:
+            return
+        try:
+            await self.ledger.payers.learn(teach, result.customer_id, "payment")
+        except Exception as exc:
+            log.warning("could not teach the payer map from %r: %s", event.id, type(exc).__name__)
 
     async def _find(
         self, key: EventKey, part: Part, request: RecordPayment, traceparent: str | None, lease: Lease
@@ -278,3 +382,10 @@ class Recorder:
                 ),
                 timeout=2.0,
             )
+
+
+def _overpaid(error: Overpayment, plan: Plan) -> NeedsReview:
+    """With `overpayment = "review"`: the event's own parts, for a person to accept or redirect."""
+    named = tuple(Allocation(part.invoice_id, part.amount) for part in plan.parts)
+    suggestion = Suggestion(named, 1.0, ("named_by_payment", "more_than_amount_due"), "overpayment")
+    return NeedsReview(str(error), why="overpayment", suggestions=(suggestion,), named=named)

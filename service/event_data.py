@@ -100,6 +100,8 @@ class Payment:
     memo: str | None
     allocations: tuple[Allocation, ...] = ()
     references: tuple[str, ...] = ()
+    payer_name: str | None = None  # data.payer.name, as the bank gave it
+    payer_fingerprint: str | None = None  # data.payer.account_fingerprint
 
 
 def parse_time(value: Any) -> datetime:
@@ -299,6 +301,7 @@ def payment_of(event_type: str, data: dict[str, Any], errors: list[FieldError]) 
         errors.append(FieldError("data.micr", "is only allowed on check.scan events"))
     if len(errors) > before or amount is None or currency is None or paid_at is None or reference is None:
         return None
+    payer = data.get("payer") or {}
     return Payment(
         method=PAYMENT_METHODS[event_type],
         amount=amount,
@@ -310,4 +313,6 @@ def payment_of(event_type: str, data: dict[str, Any], errors: list[FieldError]) 
         memo=memo,
         allocations=allocations,
         references=references,
+        payer_name=(payer.get("name") or "").strip() or None,
+        payer_fingerprint=payer.get("account_fingerprint"),
     )

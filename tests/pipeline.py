@@ -124,6 +124,28 @@ class Pipeline:
         return queue.declaration_result.message_count or 0
 
 
+async def redeliver(pipe: Pipeline, event: dict[str, Any]) -> None:
+    """The event again, straight to the events exchange (the receiver answers a quick repeat itself)."""
+    channel = await pipe.amqp.channel(publisher_confirms=True)
+    exchange = await channel.get_exchange(f"{pipe.settings.broker.prefix}.events")
+    message = aio_pika.Message(
+        orjson.dumps(event), message_id=event["id"], headers={"x-payrelay-source": "acme-bank"}
+    )
+    await exchange.publish(message, routing_key=event["type"])
+    await channel.close()
+
+
+async def distinct(pipe: Pipeline, count: int, within: float = 15) -> list[dict[str, Any]]:
+    """The next confirmations until `count` distinct ids arrived (delivery is at least once)."""
+    seen: dict[str, dict[str, Any]] = {}
+    deadline = asyncio.get_running_loop().time() + within
+    while len(seen) < count:
+        assert asyncio.get_running_loop().time() < deadline, f"only {len(seen)} of {count} confirmations"
+        for confirmation in await pipe.confirmations(1, within=within):
+            seen.setdefault(confirmation["id"], confirmation)
+    return list(seen.values())
+
+
 async def until(check: Callable[[], Awaitable[bool]], within: float = 10.0, what: str = "condition") -> None:
     deadline = asyncio.get_running_loop().time() + within
     while not await check():

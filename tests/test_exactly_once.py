@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from service.ledger import async_url
 from tests.conftest import AMQP_URL
 from tests.factories import new_deposit
-from tests.pipeline import API_KEY, Pipeline, pipeline, until
+from tests.pipeline import API_KEY, Pipeline, distinct, pipeline, redeliver, until
 
 pytestmark = pytest.mark.usefixtures("rabbitmq_reachable")
 
@@ -75,28 +75,6 @@ async def dlq(pipe: Pipeline, ledger_url: str, *args: str) -> str:
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 0, err.decode()
     return out.decode()
-
-
-async def redeliver(pipe: Pipeline, event: dict[str, Any]) -> None:
-    """The event again, straight to the events exchange (the receiver answers a quick repeat itself)."""
-    channel = await pipe.amqp.channel(publisher_confirms=True)
-    exchange = await channel.get_exchange(f"{pipe.settings.broker.prefix}.events")
-    message = aio_pika.Message(
-        orjson.dumps(event), message_id=event["id"], headers={"x-payrelay-source": "acme-bank"}
-    )
-    await exchange.publish(message, routing_key=event["type"])
-    await channel.close()
-
-
-async def distinct(pipe: Pipeline, count: int, within: float = 15) -> list[dict[str, Any]]:
-    """The next confirmations until `count` distinct ids arrived (delivery is at least once)."""
-    seen: dict[str, dict[str, Any]] = {}
-    deadline = asyncio.get_running_loop().time() + within
-    while len(seen) < count:
-        assert asyncio.get_running_loop().time() < deadline, f"only {len(seen)} of {count} confirmations"
-        for confirmation in await pipe.confirmations(1, within=within):
-            seen.setdefault(confirmation["id"], confirmation)
-    return list(seen.values())
 
 
 async def dead_lettered(pipe: Pipeline, count: int = 1, within: float = 20) -> None:
@@ -222,12 +200,20 @@ async def test_an_exact_payment_has_no_excess(pipe: Pipeline) -> None:
 async def test_an_overpayment_goes_to_a_person_when_configured(
     prefix: str, ledger_url: str, amqp: aio_pika.abc.AbstractConnection
 ) -> None:
-    """overpayment = "review": dead-lettered `overpayment` (until the review queue exists), untouched."""
+    """overpayment = "review": kept in review (SPEC §10), untouched; tests/test_cash_application.py
+    follows it through a decision."""
     async with pipeline(prefix, ledger_url, amqp, overpayment="review") as pipe:
-        await pipe.send(new_deposit("INV-1001", "150.00"))
-        [dead] = await pipe.dead_letters(1)
-        assert dead.headers["x-payrelay-reason"] == "overpayment"
-        assert await calls(pipe) == []
+        event = new_deposit("INV-1001", "150.00")
+        await pipe.send(event)
+        key = ("acme-bank", event["source"], event["id"])
+
+        async def kept() -> bool:
+            return await pipe.worker.ledger.reviews.by_key(key) is not None
+
+        await until(kept, what="the overpayment in review")
+        item = await pipe.worker.ledger.reviews.by_key(key)
+        assert item is not None and item.why == "overpayment"
+        assert await calls(pipe) == [] and await pipe.dead_letter_count() == 0
 
 
 async def test_allocations_are_recorded_once_each_and_confirmed_each(pipe: Pipeline) -> None:

@@ -15,6 +15,7 @@ from service.settings.parts import (
     ConsumerSettings,
     FilesSettings,
     LedgerSettings,
+    MatchingSettings,
     OpsSettings,
     ReceiverSettings,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "ConsumerSettings",
     "EffectiveSource",
     "FilesSettings",
+    "MatchingSettings",
     "LedgerSettings",
     "OpsSettings",
     "ReceiverSettings",

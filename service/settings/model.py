@@ -23,6 +23,7 @@ from service.settings.parts import (
     ConsumerSettings,
     FilesSettings,
     LedgerSettings,
+    MatchingSettings,
     OpsSettings,
     ReceiverSettings,
 )
@@ -61,6 +62,7 @@ class Settings(BaseSettings):
     consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
     ops: OpsSettings = Field(default_factory=OpsSettings)
     files: FilesSettings = Field(default_factory=FilesSettings)
+    matching: MatchingSettings = Field(default_factory=MatchingSettings)
     sources: dict[str, SourceSettings] = Field(default_factory=dict)
 
     # The parsed TOML file, set on a subclass by load_settings; empty when built directly.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
@@ -168,10 +168,33 @@ class ConsumerSettings(_Part):
     metrics_port: int = Field(default=9102, ge=0, le=65535)
     invoice_pattern: str = DEFAULT_INVOICE_PATTERN
     # A payment above the invoice's amount due: record it (Chargebee keeps the excess as the
-    # customer's excess payments) or send it to a person (dead letter `overpayment`, until review).
+    # customer's excess payments) or send it to a person (review, SPEC §10).
     overpayment: Literal["record", "review"] = "record"
 
     _check_pattern = field_validator("invoice_pattern")(compiled)
+
+
+_TOLERANCE = re.compile(r"(?:[0-9]{1,12}|[0-9]{1,2}(?:\.[0-9]{1,4})?%)", re.ASCII)
+
+
+class MatchingSettings(_Part):
+    """Cash application (SPEC §10): payments that name no invoice, matched to a customer's open ones."""
+
+    enabled: bool = True  # off: such payments are dead-lettered `unmatched_invoice`, as before
+    auto_threshold: float = Field(default=0.9, ge=0.5, le=1.0)  # below 0.5 would apply guesses
+    name_threshold: float = Field(default=0.85, ge=0.5, le=1.0)  # a fuzzy payer-name match
+    max_invoices: int = Field(default=5, ge=1, le=10)  # the most invoices one payment is matched to
+    tolerance: str = "1%"  # a short or over payment: minor units ("500") or a percentage ("2%")
+    customers_ttl_seconds: float = Field(default=300.0, ge=0)
+    invoices_ttl_seconds: float = Field(default=30.0, ge=0)
+
+    @field_validator("tolerance", mode="before")
+    @classmethod
+    def _check_tolerance(cls, value: Any) -> str:
+        text = str(value).strip()
+        if not _TOLERANCE.fullmatch(text):
+            raise ValueError('must be minor units ("500") or a percentage under 100 ("2%")')
+        return text
 
 
 _OPERATOR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._@+-]{0,39}", re.ASCII)
