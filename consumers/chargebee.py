@@ -66,7 +66,8 @@ class Invoice(BaseModel):
     customer_id: str | None = None
     total: int | None = None  # v2
     amount: int | None = None  # v1's name for the total
-    date: int | None = None
+    date: int | None = None  # v2
+    start_date: int | None = None  # v1's name for the invoice date
     due_date: int | None = None
     linked_payments: list[LinkedPayment] = []
     linked_transactions: list[LinkedPayment] = []

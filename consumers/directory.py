@@ -55,7 +55,7 @@ def facts(invoice: Invoice) -> InvoiceFacts:
         currency=invoice.currency_code,
         amount_due=invoice.amount_due,
         total=invoice.total if invoice.total is not None else (invoice.amount or 0),
-        date=invoice.date,
+        date=invoice.date if invoice.date is not None else invoice.start_date,
         due_date=invoice.due_date,
     )
 

@@ -44,7 +44,7 @@ DEAD_LETTER_REASONS: Final = (
     "invoice_not_found",
     "invoice_not_payable",
     "currency_mismatch",
-    "overpayment",  # overpayment = "review", until the review queue exists
+    "overpayment",  # no longer made (overpayment = "review" goes to review); letters kept may have it
     "rejected_by_chargebee",
     "retries_exhausted",
     "outcome_unknown",

@@ -1369,7 +1369,8 @@ def test_queue_names_in_manifests_are_the_topology_s(build: str) -> None:
 
 @pytest.mark.parametrize("build", BUILDS)
 def test_the_alerts_cover_what_operators_must_know(build: str) -> None:
-    """Dead letters, a queue not draining, no consumers, Chargebee auth and receiver 503s all alert."""
+    """Dead letters, a queue not draining, no consumers, Chargebee auth, receiver 503s and reviews
+    waiting over a day all alert."""
     exprs = " ".join(rule["expr"] for rule in alert_rules(render(build)) if "alert" in rule)
     for needle in (
         "payrelay_dead_letters_total",
@@ -1378,6 +1379,7 @@ def test_the_alerts_cover_what_operators_must_know(build: str) -> None:
         "payrelay_queue_consumers",
         "payrelay_chargebee_auth_failing",
         'payrelay_ingest_requests_total{status="503"}',
+        "payrelay_review_oldest_age_seconds",  # a payment waiting in review for over a day
     ):
         assert needle in exprs, needle
 

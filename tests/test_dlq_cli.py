@@ -235,8 +235,11 @@ async def test_purge_and_the_audit(
 async def test_unmatched_invoice_fixed_and_replayed_is_recorded_once(
     prefix: str, ledger_url: str, amqp: aio_pika.abc.AbstractConnection
 ) -> None:
-    """The operator's day: unmatched → edit-and-replay → recorded; replaying it again records nothing more."""
-    async with pipeline(prefix, ledger_url, amqp) as pipe:
+    """The operator's day: unmatched → edit-and-replay → recorded; replaying it again records nothing more.
+
+    Cash application off: with it on, such a payment waits in review (tests/test_cash_application.py).
+    """
+    async with pipeline(prefix, ledger_url, amqp, matching={"enabled": False}) as pipe:
         event = new_deposit(None, "10.00", remittance="thanks for everything")
         await pipe.send(event)
         [dead] = await pipe.dead_letters(1)
