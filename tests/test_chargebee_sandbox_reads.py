@@ -181,7 +181,7 @@ async def test_list_transactions_finds_a_payment_by_reference_amount_and_method(
     [
         {"reference_number[in]": '["DEP-7"]'},
         {"reference_number[starts_with]": "DEP"},
-        {"amount[gt]": "100"},
+        {"amount[between]": "[100]"},
         {"amount[is]": "12.50"},
         {"payment_method[is]": "bitcoin"},
         {"invoice_id[is]": "INV-1001"},

@@ -14,6 +14,9 @@ API, v1 and v2 (HTTP Basic: username = the API key; the password is not checked)
   GET  /api/{v}/transactions                    -> {"list": [{"transaction"}], "next_offset"?}
   GET  /api/{v}/customers/{id}                  -> {"customer"}
   GET  /api/{v}/customers                       -> {"list": [{"customer"}], "next_offset"?}
+  GET  /api/{v}/customers/{id}/invoices         -> {"list": [{"invoice"}], "next_offset"?}  (list
+       invoices for a customer, PY/NODE invoices_for_customer: limit and offset only; its invoices
+       in creation order; an unknown customer is 404 resource_not_found, [?] see reads.py)
 Every call passes, in order: the API version (404), authentication (401 api_authentication_failed),
 the rate limit (429 api_request_limit_exceeded + Retry-After), configured latency, then faults
 armed for its operation; then the call itself. Unknown routes and methods under /api answer
@@ -76,17 +79,22 @@ Lists (REF list operations): `limit` 1..100 (default 10), `offset` = the previou
 (present only while more remain; opaque to clients), creation order unless `sort_by[asc|desc]`.
 Anything a list cannot honour answers 400 param_wrong_value naming it ([?] Chargebee's answer to an
 unknown filter is not established; refusing means a client's typo never passes silently):
-  v2 invoices      id/customer_id [is|in], status [is|in], sort_by date|updated_at   (REF list invoices)
-  v2 transactions  id/customer_id [is|in], reference_number [is], amount [is], payment_method/type/
-                   status [is|in], sort_by date|updated_at               (REF list transactions)
+  v2 invoices      id/customer_id [is|in], status [is|in], date [after|before|between], total/
+                   amount_due [is|is_not|lt|lte|gt|gte|between], sort_by date|updated_at
+                   (REF list invoices, NODE Invoice.ListInputParam; no due_date filter exists)
+  v2 transactions  id/customer_id [is|in], reference_number [is], amount [is|is_not|lt|lte|gt|gte|
+                   between], payment_method/type/status [is|in], sort_by date|updated_at
+                                                                         (REF list transactions)
   v2 customers     id [is|in], first_name/last_name/email/company [is], sort_by created_at|updated_at
                                                                          (REF list customers)
   v2 all           include_deleted=true|false (accepted; nothing is ever deleted)
   v1 invoices      only limit, offset, paid_on_after (paid at/after, sorted by paid_on) (OAS-v1)
+  customer's invoices, v1 and v2: only limit, offset (PY InvoicesForCustomerParams)
   v1 transactions, v1 customers: only limit, offset ([?] not checked; v1 has no v2-style filters
                    on list invoices, so the sandbox refuses them on every v1 list)
-`in` takes a list written as Chargebee takes it, `["a","b"]` (or `[a,b]`). Operators Chargebee
-documents for a field but the sandbox lacks (is_not, starts_with, not_in, lt, between...) are 400
+`in` and `between` take a list written as Chargebee takes it, `["a","b"]` (or `[a,b]`); `between`
+includes both ends, `after`/`before` exclude the instant ([?]). Operators Chargebee documents for a
+field but the sandbox lacks (string is_not, starts_with, not_in, is_present; timestamp on) are 400
 too, saying so; enum values are checked ([?]).
 
 Errors (OAS error schemas; facts §3): every body has `message`, `type`, `api_error_code`, `param`
@@ -102,7 +110,8 @@ Sandbox admin (no auth, JSON; errors are problem+json):
                                    days ago)} -> 201 {"invoice"} (v2 shape); 409 if the id exists; the
                                    customer (default cust_<id>) is created if missing
   POST   /sandbox/invoices/bulk   {"prefix", "count", "total": 1000, "currency_code": "USD",
-                                   "status": "payment_due"} -> 201 {"created", "first", "last"}
+                                   "status": "payment_due", "customer_id"? (one for all; default
+                                   cust_<id> each)} -> 201 {"created", "first", "last"}
   POST   /sandbox/customers       {"id", "company"?, "first_name"?, "last_name"?, "email"?}
                                   -> 201 {"customer"} (v2 shape); 409 if it exists
   GET    /sandbox/requests[?operation=&invoice_id=]  -> {"requests": [...], "dropped": n}
@@ -114,20 +123,22 @@ Sandbox admin (no auth, JSON; errors are problem+json):
   DELETE /sandbox/faults          -> {"cleared": n}
   PUT    /sandbox/api-key         {"api_key"} -> 204
   POST   /sandbox/reset           -> {"invoices": n}: starting state again (config's key, seeds and
-                                   their customers, no transactions, faults, keys or log)
+                                   their customers, the demo book if configured, no transactions,
+                                   faults, keys or log)
 
 The request log holds every API call, newest `request_log_limit` kept (`dropped` counts the rest).
 Each entry: "operation" (record_payment, retrieve_invoice, list_invoices, list_transactions,
-retrieve_transaction, retrieve_customer, list_customers), "api_version", "headers" (chargebee-*, content-type,
-traceparent; never authorization), "status" (0 = connection dropped), "replayed", "at", and
-"invoice_id" / "customer_id" when the path names one; record_payment adds "form", reads "query".
+retrieve_transaction, retrieve_customer, list_customers, invoices_for_customer), "api_version",
+"headers" (chargebee-*, content-type, traceparent; never authorization), "status" (0 = connection
+dropped), "replayed", "at", and "invoice_id" / "customer_id" when the path names one;
+record_payment adds "form", reads "query".
 GET /sandbox/requests answers record_payment entries unless `operation` names another or is `all`.
 
 A fault applies to the next `count` calls of its `operation`: record_payment (default),
-retrieve_invoice, list_invoices, list_transactions, retrieve_transaction, customers (retrieve and
-list), reads (every GET API call) or any; with `invoice_id`, only to calls naming that invoice
-(record_payment, retrieve invoice). It sleeps `latency_ms`, then answers `status` with a
-Chargebee error body (or drops the connection without a byte when `disconnect`), without
+retrieve_invoice, list_invoices, invoices_for_customer, list_transactions, retrieve_transaction,
+customers (retrieve and list), reads (every GET API call) or any; with `invoice_id`, only to
+calls naming that invoice (record_payment, retrieve invoice). It sleeps `latency_ms`, then answers
+`status` with a Chargebee error body (or drops the connection without a byte when `disconnect`), without
 recording; `unreadable` answers 200 with an HTML page instead of Chargebee's JSON, and a `status`
 of 3xx redirects to /moved (both what a misbehaving proxy does, not Chargebee itself); latency
 alone delays a normal call. With `after_commit` (record_payment only) the
@@ -139,12 +150,16 @@ Seeded invoices (SandboxConfig.seed), each with its customer `cust_<invoice id>`
   INV-2001 JPY 150000 payment_due (exponent 0)     INV-3001 BHD 125500 payment_due (exponent 3)
   INV-4001 USD 20000 not_paid
   INV-9001 USD 5000 paid   INV-9002 USD 7500 voided   INV-9003 USD 9000 pending   INV-9004 USD 12000 posted
+With SandboxConfig.demo_book (`payrelay sandbox --demo-book`, `payrelay dev`), reset also creates
+demo_book's payers for cash application, with company, names and email, and their invoices dated
+relative to the sandbox clock: cust_globex (GX-1001..1004 USD), cust_initech (IT-2001, IT-2002 USD,
+both 500.00), cust_umbrella (UM-3001 EUR), cust_hooli (HO-4001 paid, HO-4002 USD).
 
 Modules: `replies` (Reply, error bodies), `resources` (invoices, transactions, customers, seeds),
 `shapes` (their v1/v2 JSON), `payments` (the record_payment form), `listing` (list queries) and
 `list_specs` (what each list accepts), `gate` (version, auth, rate limit), `idempotency`, `specs`
-(admin bodies, faults), `state` (`Sandbox`), `recording` (record_payment's rules), `api`, `reads`
-and `admin` (the routes), `app` (`create_app`).
+(admin bodies, faults), `state` (`Sandbox`), `demo_book` (cash application's payers, data),
+`recording` (record_payment's rules), `api`, `reads` and `admin` (the routes), `app` (`create_app`).
 """
 
 from service.chargebee_sandbox.app import create_app

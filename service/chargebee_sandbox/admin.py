@@ -58,7 +58,13 @@ async def create_invoices_bulk(request: Request) -> Response:
         return problem(409, f"invoice {taken} already exists; nothing was created")
     for invoice_id in ids:
         sandbox.add_invoice(
-            InvoiceSpec(id=invoice_id, total=spec.total, currency_code=spec.currency_code, status=spec.status)
+            InvoiceSpec(
+                id=invoice_id,
+                total=spec.total,
+                currency_code=spec.currency_code,
+                status=spec.status,
+                customer_id=spec.customer_id,
+            )
         )
     return _ok({"created": len(ids), "first": ids[0], "last": ids[-1]}, 201)
 

@@ -23,6 +23,7 @@ from service.chargebee_sandbox.admin import (
 )
 from service.chargebee_sandbox.api import record_payment
 from service.chargebee_sandbox.reads import (
+    list_customer_invoices,
     list_customers,
     list_invoices,
     list_transactions,
@@ -53,6 +54,7 @@ def create_app(config: SandboxConfig) -> Starlette:
         Route(api + "/invoices", list_invoices, methods=["GET"]),
         Route(api + "/transactions/{transaction_id}", retrieve_transaction, methods=["GET"]),
         Route(api + "/transactions", list_transactions, methods=["GET"]),
+        Route(api + "/customers/{customer_id}/invoices", list_customer_invoices, methods=["GET"]),
         Route(api + "/customers/{customer_id}", retrieve_customer, methods=["GET"]),
         Route(api + "/customers", list_customers, methods=["GET"]),
         Route("/sandbox/health", health, methods=["GET"]),

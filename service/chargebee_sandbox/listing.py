@@ -3,6 +3,13 @@
 A `ListSpec` says what one list endpoint accepts; `parse_query` turns its query string into a
 `Query` or raises `ParamError` for the first parameter it cannot honour, and `run` answers one page.
 Anything the spec does not name is refused rather than ignored, so a client's typo never passes.
+
+Operators (REF list operations and each list's "Filter Params"): strings and enums `is`, `in`
+(`["a","b"]`); numbers `is`, `is_not`, `lt`, `lte`, `gt`, `gte`, `between`; timestamps (unix
+seconds) `after`, `before`, `between`. `between` takes `[low,high]` and includes both ends, `after`
+and `before` exclude the instant itself ([?] REF names the operators, not their bounds). Documented
+operators the sandbox lacks (string `is_not`, `starts_with`, `not_in`, `is_present`, timestamp `on`,
+whose day and time zone REF does not define) are refused, saying so.
 """
 
 from __future__ import annotations
@@ -19,13 +26,30 @@ from service.chargebee_sandbox.replies import ParamError
 
 T = TypeVar("T")
 Value = str | int | None
-Kind = Literal["string", "enum", "number"]
+Kind = Literal["string", "enum", "number", "timestamp"]
 
 DEFAULT_LIMIT: Final = 10
 MAX_LIMIT: Final = 100
 _MAX_OFFSET = 1000  # characters, as documented for `offset`
 _FILTER = re.compile(r"(?P<name>[a-z_]+)\[(?P<operator>[a-z_]+)\]")
-_IMPLEMENTED: Final = frozenset({"is", "in"})
+# Of the operators Chargebee documents for each kind of field, the ones the sandbox answers.
+_IMPLEMENTED: Final[Mapping[Kind, frozenset[str]]] = {
+    "string": frozenset({"is", "in"}),
+    "enum": frozenset({"is", "in"}),
+    "number": frozenset({"is", "is_not", "lt", "lte", "gt", "gte", "between"}),
+    "timestamp": frozenset({"after", "before", "between"}),
+}
+_MATCHES: Final = frozenset({"is", "in"})  # the operators that compare with a set of values
+_COMPARE: Final[Mapping[str, Callable[[int, tuple[int, ...]], bool]]] = {
+    "is_not": lambda value, bounds: value != bounds[0],
+    "lt": lambda value, bounds: value < bounds[0],
+    "lte": lambda value, bounds: value <= bounds[0],
+    "gt": lambda value, bounds: value > bounds[0],
+    "gte": lambda value, bounds: value >= bounds[0],
+    "before": lambda value, bounds: value < bounds[0],
+    "after": lambda value, bounds: value > bounds[0],
+    "between": lambda value, bounds: bounds[0] <= value <= bounds[1],
+}
 
 
 @dataclass(frozen=True)
@@ -50,7 +74,14 @@ class ListSpec(Generic[T]):
 @dataclass(frozen=True, slots=True)
 class Filter:
     name: str
-    values: frozenset[Value]
+    operator: str
+    values: frozenset[Value] = frozenset()  # `is` and `in`
+    bounds: tuple[int, ...] = ()  # every other operator: numbers and timestamps
+
+    def holds(self, value: Value) -> bool:
+        if self.operator in _MATCHES:
+            return value in self.values
+        return isinstance(value, int) and _COMPARE[self.operator](value, self.bounds)
 
 
 @dataclass(frozen=True)
@@ -92,12 +123,17 @@ def _list_value(key: str, text: str) -> list[str]:
     return [str(item) for item in items]
 
 
+def _integer(key: str, spec: Field[T], text: str) -> int:
+    value = parse_integer(text)
+    if value is None:
+        what = "timestamp" if spec.kind == "timestamp" else "integer value"
+        raise ParamError(key, f"invalid {what} '{text}'")
+    return value
+
+
 def _typed(key: str, spec: Field[T], text: str) -> Value:
-    if spec.kind == "number":
-        value = parse_integer(text)
-        if value is None:
-            raise ParamError(key, f"invalid integer value '{text}'")
-        return value
+    if spec.kind in ("number", "timestamp"):
+        return _integer(key, spec, text)
     if spec.kind == "enum" and text not in spec.values:
         raise ParamError(key, f"invalid value '{text}'")
     return text
@@ -109,10 +145,17 @@ def _filter(key: str, name: str, operator: str, text: str, spec: ListSpec[T]) ->
         raise ParamError(key, f"is not a filter of this list operation{spec.note}")
     if operator not in found.operators:
         raise ParamError(key, f"operator '{operator}' is not supported for {name}")
-    if operator not in _IMPLEMENTED:
+    if operator not in _IMPLEMENTED[found.kind]:
         raise ParamError(key, f"the sandbox does not implement the '{operator}' operator")
-    texts = _list_value(key, text) if operator == "in" else [text]
-    return Filter(name, frozenset(_typed(key, found, t) for t in texts))
+    if operator in _MATCHES:
+        texts = _list_value(key, text) if operator == "in" else [text]
+        return Filter(name, operator, values=frozenset(_typed(key, found, t) for t in texts))
+    if operator != "between":
+        return Filter(name, operator, bounds=(_integer(key, found, text),))
+    bounds = _list_value(key, text)
+    if len(bounds) != 2:
+        raise ParamError(key, "between takes two values, such as [1000,2000]")
+    return Filter(name, operator, bounds=tuple(_integer(key, found, b) for b in bounds))
 
 
 def _sort(key: str, order: str, attribute: str, spec: ListSpec[T]) -> tuple[str, bool]:
@@ -158,7 +201,7 @@ def parse_query(items: Iterable[tuple[str, str]], spec: ListSpec[T]) -> Query:
 
 def run(query: Query, spec: ListSpec[T], items: Sequence[T]) -> tuple[list[T], str | None]:
     """One page of `items` (in creation order unless sorted) and the next_offset, if more remain."""
-    chosen = [i for i in items if all(spec.fields[f.name].get(i) in f.values for f in query.filters)]
+    chosen = [i for i in items if all(f.holds(spec.fields[f.name].get(i)) for f in query.filters)]
     if query.sort is not None:
         attribute, descending = query.sort
         chosen.sort(key=spec.sorts[attribute], reverse=descending)  # stable either way

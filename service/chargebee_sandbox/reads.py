@@ -2,6 +2,13 @@
 
 Each passes the same gate as record_payment (version, authentication, rate limit), the configured
 latency and any fault armed for its operation, and is logged under that operation.
+
+List invoices for a customer (`GET /customers/{id}/invoices`, PY/NODE `invoices_for_customer`,
+in OAS-v1 and v2) answers that customer's invoices in creation order, REF list operations' default
+("sorted in ascending order by the created_at attribute"), paged like every list. For a customer
+that does not exist it answers 404 resource_not_found, as retrieving that customer would: [?] no
+source says whether Chargebee answers that or an empty list, so a client should take both as
+"no invoices". Its parameters are checked first, so a bad `limit` is a 400 either way ([?]).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from service.chargebee_sandbox.api import recorded_headers
 from service.chargebee_sandbox.list_specs import (
     CUSTOMERS_V1,
     CUSTOMERS_V2,
+    INVOICES_FOR_CUSTOMER,
     INVOICES_V1,
     INVOICES_V2,
     TRANSACTIONS_V1,
@@ -104,6 +112,20 @@ def _list_invoices(sandbox: Sandbox, version: str, items: Items) -> Reply:
 
 async def list_invoices(request: Request) -> Response:
     return await _read(request, "list_invoices", _list_invoices)
+
+
+async def list_customer_invoices(request: Request) -> Response:
+    customer_id = request.path_params["customer_id"]
+
+    def answer(sandbox: Sandbox, version: str, items: Items) -> Reply:
+        query = parse_query(items, INVOICES_FOR_CUSTOMER)
+        if customer_id not in sandbox.customers:
+            return not_found("customer", customer_id)
+        invoices = [i for i in sandbox.invoices.values() if i.customer_id == customer_id]
+        page, next_offset = run(query, INVOICES_FOR_CUSTOMER, invoices)
+        return _page("invoice", [invoice_json(i, version) for i in page], next_offset)
+
+    return await _read(request, "invoices_for_customer", answer, customer_id=customer_id)
 
 
 def _list_transactions(sandbox: Sandbox, version: str, items: Items) -> Reply:

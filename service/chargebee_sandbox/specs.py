@@ -20,11 +20,13 @@ OPERATIONS: Final = (
     "retrieve_transaction",
     "retrieve_customer",
     "list_customers",
+    "invoices_for_customer",
 )
 FaultOperation = Literal[
     "record_payment",
     "retrieve_invoice",
     "list_invoices",
+    "invoices_for_customer",
     "list_transactions",
     "retrieve_transaction",
     "customers",
@@ -35,6 +37,7 @@ _COVERS: Final[dict[str, frozenset[str]]] = {
     "record_payment": frozenset({"record_payment"}),
     "retrieve_invoice": frozenset({"retrieve_invoice"}),
     "list_invoices": frozenset({"list_invoices"}),
+    "invoices_for_customer": frozenset({"invoices_for_customer"}),
     "list_transactions": frozenset({"list_transactions"}),
     "retrieve_transaction": frozenset({"retrieve_transaction"}),
     "customers": frozenset({"retrieve_customer", "list_customers"}),
@@ -70,6 +73,8 @@ class BulkSpec(BaseModel):
     total: int = Field(default=1000, ge=1)
     currency_code: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
     status: InvoiceStatus = "payment_due"
+    # One customer for them all (created if missing); by default each has its own cust_<id>.
+    customer_id: str | None = Field(default=None, min_length=1, max_length=50, pattern=_ID)
 
 
 class CustomerSpec(BaseModel):

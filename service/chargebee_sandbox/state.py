@@ -10,6 +10,7 @@ from typing import Final
 
 from starlette.requests import Request
 
+from service.chargebee_sandbox import demo_book
 from service.chargebee_sandbox.gate import Gate
 from service.chargebee_sandbox.idempotency import Idempotency
 from service.chargebee_sandbox.replies import Json
@@ -27,6 +28,7 @@ class SandboxConfig:
     latency_ms: float = 0.0  # added to every API call
     rate_limit: int = 0  # API requests per rolling minute per api key; 0 = unlimited
     seed: bool = True  # create the demo invoices and their customers
+    demo_book: bool = False  # also create demo_book's payers and invoices, for cash application
     clock: Callable[[], float] = field(default=time.time)  # wall clock; tests inject one to skip 30 minutes
     request_log_limit: int = (
         100_000  # newest API requests (of every operation) kept for GET /sandbox/requests
@@ -73,6 +75,27 @@ class Sandbox:
                 self.add_invoice(
                     InvoiceSpec(id=invoice_id, total=total, currency_code=currency, status=status)
                 )
+        if self.config.demo_book:
+            self._add_demo_book()
+
+    def _add_demo_book(self) -> None:
+        for customer_id, company, first_name, last_name, email in demo_book.CUSTOMERS:
+            self.add_customer(
+                CustomerSpec(
+                    id=customer_id, company=company, first_name=first_name, last_name=last_name, email=email
+                )
+            )
+        now = int(self.clock())
+        for invoice_id, customer_id, currency, total, days_ago, status in demo_book.INVOICES:
+            spec = InvoiceSpec(
+                id=invoice_id,
+                total=total,
+                currency_code=currency,
+                status=status,
+                customer_id=customer_id,
+                date=now - days_ago * _DAY,
+            )
+            self.add_invoice(spec)
 
     def next_version(self) -> int:
         """Chargebee's resource_version: milliseconds, strictly increasing."""
