@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from service.event_data import FieldError, payment_of
 from service.events import BATCH
 from service.settings import ConfigError, Settings
 from service.signatures import decode_secret, sign
@@ -26,8 +27,10 @@ def example_event(
     remittance: str | None = None,
     reference: str | None = None,
     event_id: str | None = None,
+    payer_name: str | None = None,
+    payer_fingerprint: str | None = None,
 ) -> dict[str, Any]:
-    """A well-formed event of either type, for trying a setup."""
+    """A well-formed event of either type, for trying a setup; `data.payer` only when given a part."""
     now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     ref = reference or uuid.uuid4().hex[:12].upper()
     data: dict[str, Any] = {"amount": amount, "currency": currency}
@@ -39,6 +42,9 @@ def example_event(
         data["invoice_id"] = invoice_id
     if remittance:
         data["remittance_information"] = remittance
+    payer = {"name": payer_name, "account_fingerprint": payer_fingerprint}
+    if any(value is not None for value in payer.values()):
+        data["payer"] = {key: value for key, value in payer.items() if value is not None}
     return {
         "specversion": "1.0",
         "id": event_id or str(uuid.uuid4()),
@@ -47,6 +53,19 @@ def example_event(
         "time": now,
         "data": data,
     }
+
+
+def check_payer(field: str, value: str) -> str:
+    """`value` if the event contract takes it as `data.payer.<field>`, else ValueError saying why.
+
+    The contract's own check (`payment_of`), so `send` never builds a payer the receiver refuses.
+    """
+    errors: list[FieldError] = []
+    payment_of("bank.deposit", {"payer": {field: value}}, errors)
+    refused = next((e for e in errors if e.field == f"data.payer.{field}"), None)
+    if refused is not None:
+        raise ValueError(f"data.payer.{field} {refused.message}")
+    return value
 
 
 def signed_headers(secret: str, body: bytes, content_type: str, msg_id: str | None = None) -> dict[str, str]:

@@ -1053,7 +1053,8 @@ def test_prometheus_scrapes_each_role_on_its_metrics_port_only(build: str) -> No
 
 @pytest.mark.parametrize("build", BUILDS)
 def test_egress_reaches_only_what_each_role_uses(build: str) -> None:
-    """DNS for every pod; 443 for the consumer to public addresses only; the broker and the ledger pinned."""
+    """DNS for every pod; 443 for the consumer and ops (review decisions read Chargebee) to public
+    addresses only; the broker and the ledger pinned."""
     objects = render(build)
     everyone = {e.name: e for e in endpoints(objects)}
     roles = [everyone[role] for role in ROLES]
@@ -1065,7 +1066,7 @@ def test_egress_reaches_only_what_each_role_uses(build: str) -> None:
         for target in [e for e in everyone.values() if e.name not in {"kube-dns"}]:
             assert not connects(objects, client, target, 53, "UDP"), f"{client.name} -> {target.name}:53"
         for target in addresses:
-            allowed = client.name == "consumer" and target.name in public
+            allowed = client.name in {"consumer", "ops"} and target.name in public
             assert connects(objects, client, target, 443) == allowed, f"{client.name} -> {target.name}:443"
         for target in [e for e in everyone.values() if e.namespace is not None]:
             assert not connects(objects, client, target, 443), f"{client.name} -> {target.name}:443"

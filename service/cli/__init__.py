@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from service.cli.help import DESCRIPTION, EPILOG, Parser
-from service.cli.mistakes import INTERRUPTED, UsageError, ensure_free, explain
+from service.cli.mistakes import INTERRUPTED, ensure_free, explain
 from service.settings import Settings, load_settings
 
 log = logging.getLogger("payrelay.cli")
@@ -104,13 +104,21 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def cmd_ops(args: argparse.Namespace, settings: Settings) -> int:
-    from service.ops.app import create_app
+    from service.cli.ops import serve_ops
+    from service.serving import stop_on_signals
 
     if _topology_refused(settings):
         return 2
-    app = create_app(settings, allow_no_token_on_loopback=args.host in LOOPBACK)
+    ensure_free(args.host, {"its port": args.port})
     log.info("ops app on http://%s:%d", args.host, args.port)
-    return _serve(app, args.host, args.port)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        await serve_ops(settings, args.host, args.port, stop)
+
+    run_async(main())
+    return 0
 
 
 def _loopback(host: str) -> str:
@@ -160,29 +168,9 @@ def cmd_topology(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
-    from service.sender import example_event, read_payload, secret_for, send
+    from service.cli.send import run
 
-    if args.file:
-        payloads = [read_payload(args.file)]
-    elif args.amount is None:
-        raise UsageError(
-            "say how much: --amount 25.00 (in major units, with --currency), or give a FILE of events"
-        )
-    else:
-        single_id = args.id if args.count == 1 else None
-        payloads = [
-            example_event(
-                args.type,
-                amount=args.amount,
-                currency=args.currency,
-                invoice_id=args.invoice,
-                remittance=args.remittance,
-                reference=args.reference,
-                event_id=single_id,
-            )
-            for _ in range(args.count)
-        ]
-    return run_async(send(args.url, args.source, secret_for(settings, args.source, args.secret), payloads))
+    return run_async(run(args, settings))
 
 
 def cmd_consumer(args: argparse.Namespace, settings: Settings) -> int:
@@ -206,7 +194,12 @@ def cmd_consumer(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
     from service.chargebee_sandbox import SandboxConfig, create_app
 
-    config = SandboxConfig(api_key=args.api_key, latency_ms=args.latency_ms, rate_limit=args.rate_limit)
+    config = SandboxConfig(
+        api_key=args.api_key,
+        latency_ms=args.latency_ms,
+        rate_limit=args.rate_limit,
+        demo_book=args.demo_book,
+    )
     log.info(
         "Chargebee sandbox on http://%s:%d: a development stand-in, never for real money; anyone who "
         "reaches it can change its API key, invoices and faults",
@@ -239,6 +232,16 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
 
     # Connection notices are noise in a terminal tool; warnings and errors still show.
     logging.getLogger("payrelay.broker").setLevel(logging.WARNING)
+    return run_async(run(args, settings))
+
+
+def cmd_review(args: argparse.Namespace, settings: Settings) -> int:
+    from service.cli.review import run
+
+    # An unreachable broker is said once, in the command's own line, not once a retry.
+    logging.getLogger("payrelay.broker").setLevel(logging.ERROR)
+    logging.getLogger("aiormq").setLevel(logging.CRITICAL)
+    logging.getLogger("payrelay.review").setLevel(logging.WARNING)  # the decision's line says it
     return run_async(run(args, settings))
 
 
@@ -293,6 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--api-key", default="test_sandbox_key", help="the API key it accepts")
     sandbox.add_argument("--latency-ms", type=float, default=0.0, help="added to every answer")
     sandbox.add_argument("--rate-limit", type=int, default=0, help="requests per minute, 0 = unlimited")
+    sandbox.add_argument(
+        "--demo-book",
+        action="store_true",
+        help="also create cash application's demo payers (Globex, Initech, Umbrella, Hooli) and invoices",
+    )
     sandbox.set_defaults(run=cmd_sandbox)
 
     dev = sub.add_parser("dev", help="everything at once against the sandbox and SQLite")
@@ -325,28 +333,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_dlq_parser(sub)
     sub.choices["dlq"].set_defaults(run=cmd_dlq)
 
+    from service.cli.review import add_parser as add_review_parser
+
+    add_review_parser(sub)
+    sub.choices["review"].set_defaults(run=cmd_review)
+
     from service.cli.bank_import import add_parser as add_import_parser
 
     add_import_parser(sub).set_defaults(run=cmd_import)
 
-    send = sub.add_parser("send", help="sign an event (or a JSON file of events) and post it")
-    send.add_argument("file", nargs="?", help="a JSON file with one event or an array (a batch); - for stdin")
-    send.add_argument("--url", default="http://127.0.0.1:8080", help="the receiver's base URL")
-    send.add_argument("--source", default="acme-bank", help="the configured source to post as")
-    send.add_argument("--secret", help="whsec_ secret (default: the source's first configured secret)")
-    send.add_argument(
-        "--type", default="bank.deposit", choices=["bank.deposit", "check.scan"], help="the event type"
-    )
-    send.add_argument("--amount", help="in major units, e.g. 25.00; required unless a FILE is given")
-    send.add_argument("--currency", default="USD", help="ISO 4217 code")
-    send.add_argument("--invoice", help="data.invoice_id")
-    send.add_argument("--remittance", help="data.remittance_information (e.g. 'Payment for INV-1001')")
-    send.add_argument("--reference", help="bank_reference / check_number (default: random)")
-    send.add_argument("--id", help="the CloudEvent id (default: random)")
-    send.add_argument(
-        "--count", type=int, default=1, help="send this many generated events, one request each"
-    )
-    send.set_defaults(run=cmd_send)
+    from service.cli.send import add_parser as add_send_parser
+
+    add_send_parser(sub).set_defaults(run=cmd_send)
     return parser
 
 

@@ -26,7 +26,7 @@ from service.bankfiles import demo
 from service.chargebee_sandbox import SandboxConfig
 from service.chargebee_sandbox import create_app as create_sandbox
 from service.cli.mistakes import ensure_free
-from service.ops.app import create_app as create_ops
+from service.cli.ops import serve_ops
 from service.serving import serve_receiver, serve_until, stop_on_signals
 from service.settings import (
     DEFAULT_INVOICE_PATTERN,
@@ -198,14 +198,18 @@ async def run_dev(host: str, port: int, ledger: str) -> int:
     stop_on_signals(stop)
     tasks = [
         asyncio.create_task(
-            serve_until(create_sandbox(SandboxConfig(api_key=SANDBOX_KEY)), host, ports["sandbox"], stop)
+            serve_until(
+                create_sandbox(SandboxConfig(api_key=SANDBOX_KEY, demo_book=True)),
+                host,
+                ports["sandbox"],
+                stop,
+            )
         ),
         # The receiver as production serves it: the slow-client guard, metrics on their own port.
         asyncio.create_task(serve_receiver(settings, host, ports["receiver"], stop)),
         asyncio.create_task(run_consumer(settings, stop, host=host, port=ports["consumer"])),
     ]
-    ops = create_ops(settings, allow_no_token_on_loopback=True)
-    tasks.append(asyncio.create_task(serve_until(ops, host, ports["ops"], stop)))
+    tasks.append(asyncio.create_task(serve_ops(settings, host, ports["ops"], stop)))
     await asyncio.sleep(1.0)
     if not any(t.done() for t in tasks):
         announce(host, ports, ledger, settings)

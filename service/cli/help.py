@@ -9,7 +9,8 @@ DESCRIPTION = """\
 payrelay records money that arrives outside the card rails (bank deposits and scanned checks)
 as payments on Chargebee invoices, exactly once. Banks post signed CloudEvents to the receiver;
 the consumer records each with Chargebee; what cannot be recorded waits as a dead letter for
-an operator (`payrelay dlq`, the ops app).
+an operator (`payrelay dlq`, the ops app), and a payment that names no invoice payrelay can
+match with confidence waits in review for a person (`payrelay review`, the ops app).
 
 To try it: `payrelay dev` runs everything against a local Chargebee sandbox, and
 `payrelay send` posts a signed test event to it."""
@@ -19,9 +20,10 @@ configuration: the TOML file named by PAYRELAY_CONFIG (when it is not set: ./pay
 if `payrelay dev` wrote one here), overridden by PAYRELAY_* variables; see README.md.
 
 exit codes: 0 done; 1 it ran, and something failed (a request was not accepted, a check failed,
-no such dead letter); 2 bad usage, configuration or input (the line says which); 3 refused (no
-confirmation, no selector); 4 something payrelay needs is unreachable or taken (the receiver,
-the broker, the ledger, a port); 130 interrupted.
+no such dead letter or review item, a review decision refused); 2 bad usage, configuration or
+input (the line says which); 3 refused (no confirmation, no selector); 4 something payrelay
+needs is unreachable or taken (the receiver, the broker, the ledger, Chargebee, a port);
+130 interrupted.
 
 `payrelay COMMAND --help` shows a command's options; `--debug` shows a failure's traceback."""
 

@@ -67,6 +67,9 @@ RFC 3339 UTC; rates are messages per second.
     `{"audit": [{"id", "at", "actor", "action", "selector", "count", "details"}]}`, newest first
     (limit 1..1000, default 100).
 
+`GET /api/review`, `GET /api/review/{id}`, `POST /api/review/{id}/accept|assign|reject`
+    The review queue (SPEC §10), documented in `service/ops/review_api.py`.
+
 Outside `/api`: `GET /healthz` and `GET /readyz` (no auth, for probes) and `GET /metrics`
 (Prometheus text, no auth so that Prometheus can scrape it; queue gauges are refreshed per scrape).
 """

@@ -1,8 +1,10 @@
-"""The ops web app: `create_app(settings)` for the dashboard, the dead-letter browser and the JSON API.
+"""The ops web app: `create_app(settings)` for the dashboard, the dead-letter browser, the review
+queue and the JSON API.
 
-Routes are documented in `service/ops/api.py`. One lifespan opens what the app does not get
-passed: a broker connection (publishing, for replays), the ledger, and an aiohttp session for
-RabbitMQ's management API; it closes exactly those on shutdown.
+Routes are documented in `service/ops/api.py` (the review queue's in `review_api.py`). One lifespan
+opens what the app does not get passed: a broker connection (publishing, for replays and review
+decisions), the ledger, and an aiohttp session for RabbitMQ's management API; it closes exactly
+those on shutdown. Chargebee's invoices, which review decisions are checked against, are passed in.
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ from service.ops.auth import UNCHECKED_HOST_PATHS, Auth, AuthMiddleware
 from service.ops.layout import Layout, templates
 from service.ops.operations import Ops
 from service.ops.pages import Pages
+from service.ops.review_api import ReviewApi
 from service.ops.sessions import LedgerSessions
 from service.problems import problem
+from service.review.service import InvoiceReader
 from service.settings import ConfigError, Settings
 
 log = logging.getLogger("payrelay.ops")
@@ -100,9 +104,14 @@ def create_app(
     ledger: Ledger | None = None,
     metrics: Metrics | None = None,
     http: aiohttp.ClientSession | None = None,
+    invoices: InvoiceReader | None = None,
     allow_no_token_on_loopback: bool = False,
 ) -> Starlette:
     """The ops ASGI app. Raises ConfigError without an admin token unless explicitly allowed.
+
+    `invoices` reads Chargebee's invoices for review decisions (the CLI passes a
+    `consumers.directory.Directory`); without it the review queue can be read, and every decision
+    answers 503.
 
     `allow_no_token_on_loopback` is for the CLI to pass only when it binds 127.0.0.1, ::1 or
     localhost; the app then requires no sign-in (it cannot see the address it is bound to).
@@ -114,7 +123,8 @@ def create_app(
     )
     topology = settings.broker.topology()
     the_broker = broker or settings.broker.broker("payrelay-ops")
-    ops = Ops(settings, topology, the_broker, metrics or create_metrics(), ledger_=ledger, http=http)
+    the_metrics = metrics or create_metrics()
+    ops = Ops(settings, topology, the_broker, the_metrics, ledger_=ledger, http=http, invoices=invoices)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -165,6 +175,7 @@ def create_app(
             Route("/metrics", metrics_endpoint),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
             *Api(ops).routes(),
+            *ReviewApi(ops).routes(),
             *pages.routes(),
         ],
         middleware=[

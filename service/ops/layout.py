@@ -20,7 +20,13 @@ from service.ops.auth import MAX_FORM_BYTES, Operator
 from service.ops.operations import BadRequest
 
 TEMPLATES = Path(__file__).parent / "templates"
-NAV = (("/", "Dashboard"), ("/dead-letters", "Dead letters"), ("/lookup", "Lookup"), ("/audit", "Audit"))
+NAV = (
+    ("/", "Dashboard"),
+    ("/dead-letters", "Dead letters"),
+    ("/review", "Review"),
+    ("/lookup", "Lookup"),
+    ("/audit", "Audit"),
+)
 NO_STORE = {"Cache-Control": "no-store"}
 Form = dict[str, list[str]]
 

@@ -2,7 +2,8 @@
 
 `Ops` holds the app's resources (opened in the lifespan). Dead letters are read from the ledger
 database (`DeadLetterStore`), after taking in what still waits in the queue; an action previews
-its selection and then acts on exactly the letters it found.
+its selection and then acts on exactly the letters it found. Review items (SPEC §10) are read and
+decided through `Ops.reviews` (`service.review`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from service.ledger.letters import letter_number
 from service.messages import rfc3339
 from service.metrics import Metrics
 from service.queue_stats import QueueStat, queue_stats
+from service.review.service import InvoiceReader, Reviews
 from service.settings import Settings
 from service.topology import Topology
 
@@ -99,6 +101,8 @@ class Ops:
     ledger_: Ledger | None = None
     http: aiohttp.ClientSession | None = None
     letters_: DeadLetterStore | None = None
+    invoices: InvoiceReader | None = None  # Chargebee's invoices, that review decisions check against
+    reviews_: Reviews | None = None
 
     @property
     def ledger(self) -> Ledger:
@@ -112,6 +116,32 @@ class Ops:
             keeper = Keeper(self.broker, self.topology, self.ledger, self.metrics)
             self.letters_ = DeadLetterStore(keeper, self.broker, self.topology, self.ledger)
         return self.letters_
+
+    @property
+    def reviews(self) -> Reviews:
+        """Review items, read and decided (built on first use, like `letters`)."""
+        if self.reviews_ is None:
+            self.reviews_ = Reviews(
+                self.ledger,
+                self.broker,
+                self.topology,
+                self.invoices,
+                api_version=self.settings.chargebee.api_version,
+                metrics=self.metrics,
+            )
+        return self.reviews_
+
+    async def review_summary(self, now: datetime) -> dict[str, Any]:
+        """How many review items wait and since when; sets the review gauges as it goes."""
+        waiting, oldest = await self.reviews.summary()
+        age = max(0.0, (now - oldest).total_seconds()) if oldest is not None else None
+        self.metrics.review_open.set(waiting)
+        self.metrics.review_oldest_age.set(age or 0.0)
+        return {
+            "open": waiting,
+            "oldest_created_at": rfc3339(oldest) if oldest is not None else None,
+            "oldest_age_seconds": None if age is None else round(age, 3),
+        }
 
     def role(self, queue: str) -> tuple[str, str]:
         """(role, label) of one watched queue, for people."""
@@ -158,6 +188,7 @@ class Ops:
             "chargebee_error_rate": error_rate(outcomes),
             "dead_letter_rate": dead_letter_rate(counts),
             "recent": [e.as_dict() for e in await self.ledger.recent(RECENT_OUTCOMES)],
+            "review": await self.review_summary(now),
         }
 
     async def list_dead_letters(self, selector: Filter | None, limit: int) -> list[Letter]:

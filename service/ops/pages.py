@@ -3,8 +3,8 @@
 Server-rendered from the Jinja2 templates in `templates/` and usable without JavaScript;
 `static/ops.js` adds the dashboard's live refresh (fetching `/fragments/dashboard`, the same
 partial the page includes, and swapping it in) and confirmation prompts. The dead-letter browser
-is in `dead_letter_pages.py`, the shared frame in `layout.py`, the view models in `views.py` and
-`lookup_views.py`.
+is in `dead_letter_pages.py`, the review queue in `review_pages.py`, the shared frame in
+`layout.py`, the view models in `views.py` and `lookup_views.py`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from service.ops.auth import Auth, safe_next
 from service.ops.dead_letter_pages import DeadLetterPages
 from service.ops.layout import Layout, first, read_form
 from service.ops.operations import BadRequest, Ops
+from service.ops.review_pages import ReviewPages
 from service.ops.sessions import SESSION_LIFETIME
 from service.queue_stats import queue_names
 
@@ -36,6 +37,7 @@ class Pages:
         self.auth = auth
         self.layout = layout
         self.dead_letters = DeadLetterPages(ops, layout)
+        self.review = ReviewPages(ops, layout)
 
     # -- sign-in -----------------------------------------------------------------------------
 
@@ -139,6 +141,7 @@ class Pages:
             Route("/dead-letters", guarded(self.dead_letters.index)),
             Route("/dead-letters/action", guarded(self.dead_letters.action), methods=["POST"]),
             Route("/dead-letters/{id:path}", guarded(self.dead_letters.detail)),
+            *self.review.routes(guarded),
             Route("/lookup", guarded(self.lookup)),
             Route("/audit", guarded(self.audit)),
         ]

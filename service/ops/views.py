@@ -52,6 +52,21 @@ def payments(n: int) -> str:
     return f"{n} payment" if n == 1 else f"{n} payments"
 
 
+def age(seconds: float | None) -> str:
+    """How long something has waited, to the unit people care about: 45s, 12m, 3h 5m, 2d 4h."""
+    if seconds is None:
+        return DASH
+    whole = max(0, int(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    minutes, hours, days = whole // 60, whole // 3600, whole // 86400
+    if hours == 0:
+        return f"{minutes}m"
+    if days == 0:
+        return f"{hours}h {minutes % 60}m"
+    return f"{days}d {hours % 24}h"
+
+
 def money(minor: int | None, currency: str | None) -> str:
     """Minor units as people read them: 2500 USD -> "25.00 USD" (— when nothing was recorded)."""
     if minor is None or not currency:
@@ -154,6 +169,9 @@ class Dashboard:
     management: bool  # False: unacked counts and rates cannot be known
     counts: tuple[LedgerCount, ...]
     recent: tuple[RecentRow, ...]
+    review_state: str  # "good" when no payment waits for a person, else "waiting"
+    review_open: str
+    review_oldest: str  # how long the oldest open review item has waited
 
 
 def dom_key(queue: str, prefix: str) -> str:
@@ -195,6 +213,8 @@ def dashboard(
     counts: dict[str, int] = ledger["counts"]
     healthy = overview["consumers_healthy"]
     dead = overview["dead_letters"]
+    review: dict[str, Any] = overview.get("review") or {}
+    waiting = review.get("open")
     return Dashboard(
         generated_at=overview["generated_at"],
         generated_label=overview["generated_at"][11:19] + " UTC",
@@ -214,6 +234,9 @@ def dashboard(
         management=management,
         counts=tuple(LedgerCount(state, label, counts.get(state, 0)) for state, label in LEDGER_STATES),
         recent=tuple(recent_row(e) for e in overview["recent"]),
+        review_state="unknown" if waiting is None else "waiting" if waiting else "good",
+        review_open=count(waiting),
+        review_oldest=age(review.get("oldest_age_seconds")),
     )
 
 

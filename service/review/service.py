@@ -311,7 +311,7 @@ class Reviews:
                 messages.ATTEMPTS: messages.count(headers, messages.ATTEMPTS),
                 messages.FAILED_AT: messages.rfc3339(datetime.now(UTC)),
             }
-            exchange, routing_key = self.topology.dead_letter, ""
+            exchange, routing_key = "", self.topology.dead_letter  # the queue, by the default exchange
         else:
             exchange, routing_key = "", self.topology.work_queue
         return Outgoing(
