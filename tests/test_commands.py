@@ -16,7 +16,7 @@ import aiohttp
 import orjson
 import pytest
 
-from service.cli.dev import DEV_SECRET
+from service.cli.dev import DEV_ADMIN_TOKEN, DEV_SECRET
 from service.receiver import create_app
 from service.sender import example_event
 from tests.conftest import AMQP_URL, SECRET, free_port, make_settings, serve
@@ -191,3 +191,69 @@ async def test_dev_runs_everything_and_events_flow(dev: dict[str, Any]) -> None:
             assert response.status == 404  # never on the public port
     process.send_signal(signal.SIGINT)
     assert await asyncio.wait_for(process.wait(), 30) == 0
+
+
+async def _banner(process: asyncio.subprocess.Process) -> None:
+    assert process.stdout is not None
+    banner, deadline = "", time.monotonic() + 30
+    while "See what Chargebee received" not in banner:
+        assert time.monotonic() < deadline, f"no banner: {banner!r}"
+        line = await asyncio.wait_for(process.stdout.readline(), 30)
+        assert line, "payrelay dev exited"
+        banner += line.decode()
+
+
+async def test_dev_walks_through_cash_application(dev: dict[str, Any]) -> None:
+    """The README's cash-application walkthrough on `payrelay dev`'s demo book, command by command:
+    a known account paying one invoice and then two without a reference (matched), an ambiguous
+    payment (review, accepted in the ops API), and the next one from that account (matched)."""
+    port, env = dev["port"], dev["env"]
+    await _banner(dev["process"])
+    url = f"http://127.0.0.1:{port}"
+
+    async def send(*args: str) -> None:
+        code, out, err = await run("send", "--url", url, "--secret", DEV_SECRET, *args, env=env)
+        assert code == 0, out + err
+
+    async with aiohttp.ClientSession() as http:
+
+        async def recorded(count: int) -> list[dict[str, Any]]:
+            deadline = time.monotonic() + 30
+            while True:
+                async with http.get(f"http://127.0.0.1:{port + 10}/sandbox/requests") as response:
+                    ok = [c for c in (await response.json())["requests"] if c["status"] == 200]
+                if len(ok) >= count:
+                    return ok
+                assert time.monotonic() < deadline, f"{len(ok)} of {count} payments recorded"
+                await asyncio.sleep(0.2)
+
+        async def ops(method: str, path: str, body: Any = None) -> Any:
+            bearer = {"Authorization": f"Bearer {DEV_ADMIN_TOKEN}"}
+            address = f"http://127.0.0.1:{port + 1}{path}"
+            async with http.request(method, address, json=body, headers=bearer) as response:
+                assert response.status == 200, await response.text()
+                return await response.json()
+
+        globex = ("--payer-fingerprint", "hmac-sha256:globex-demo")
+        await send(
+            "--invoice", "GX-1001", "--amount", "1200.00", "--payer-name", "Globex Corporation", *globex
+        )
+        await recorded(1)
+        await send("--amount", "300.00", *globex)
+        assert (await recorded(2))[-1]["invoice_id"] == "GX-1003"
+        await send("--amount", "2950.00", *globex)
+        assert {c["invoice_id"] for c in (await recorded(4))[-2:]} == {"GX-1002", "GX-1004"}
+
+        initech = ("--payer-name", "INITECH LIMITED", "--payer-fingerprint", "hmac-sha256:initech-demo")
+        await send("--amount", "500.00", *initech)
+        deadline = time.monotonic() + 30
+        while not (items := (await ops("GET", "/api/review"))["items"]):
+            assert time.monotonic() < deadline, "the ambiguous payment never reached review"
+            await asyncio.sleep(0.2)
+        [item] = items
+        assert [s["allocations"][0]["invoice_id"] for s in item["suggestions"]] == ["IT-2001", "IT-2002"]
+        await ops("POST", f"/api/review/{item['id']}/accept", {"suggestion": 0})
+        assert (await recorded(5))[-1]["invoice_id"] == "IT-2001"
+        await send("--amount", "500.00", *initech)
+        assert (await recorded(6))[-1]["invoice_id"] == "IT-2002"
+        assert (await ops("GET", "/api/review"))["items"] == []

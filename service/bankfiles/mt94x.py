@@ -381,7 +381,7 @@ def _slash_style(text: str) -> _Details:
         values.setdefault(match.group(1), text[match.end() : end].strip("/ "))
     details = _Details()
     remi = values.get("REMI", "")
-    details.remittance = remi.removeprefix("USTD//").strip() or None
+    details.remittance = " ".join(remi.removeprefix("USTD//").split()) or None  # as the other styles
     if remi.startswith("STRD/"):
         details.remittance, reference = None, remi.split("/")[-1]
         details.references.append(reference)
