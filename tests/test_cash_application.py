@@ -48,7 +48,9 @@ def payment(
     amount: str, *, name: str | None = None, fingerprint: str | None = None, **data: Any
 ) -> dict[str, Any]:
     payer = {k: v for k, v in {"name": name, "account_fingerprint": fingerprint}.items() if v}
-    return new_deposit(None, amount, **({"payer": payer} if payer else {}), **data)
+    if payer:
+        data["payer"] = payer
+    return new_deposit(None, amount, **data)
 
 
 async def review_of(pipe: Pipeline, event: dict[str, Any], within: float = 10.0) -> ReviewItem:
