@@ -11,6 +11,7 @@ keeps the payable ones. Every read goes through the client's rate limiter, like 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,8 +29,10 @@ from service.metrics import Metrics
 from service.review.service import PAYABLE, InvoiceFacts, ReaderUnavailable
 from service.settings import Settings
 
+log = logging.getLogger("payrelay.consumer")
+
 PAGE: Final = "100"
-MAX_PAGES: Final = 200  # 20,000 customers or one customer's open invoices: past that, a person decides
+MAX_PAGES: Final = 200  # 20,000 customers (or one customer's open invoices) are read at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +161,8 @@ class Directory:
             rows.extend(item[resource] for item in items if isinstance(item.get(resource), dict))
             if not offset:
                 return rows
-        raise ReaderUnavailable(f"{path} has more than {MAX_PAGES} pages: too many to match against")
+        log.warning("%s has more than %d pages: matching against the first %d", path, MAX_PAGES, len(rows))
+        return rows
 
 
 @asynccontextmanager

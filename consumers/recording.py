@@ -28,6 +28,7 @@ from consumers.errors import (
     OutcomeUnknown,
     Overpayment,
     PaymentError,
+    TransientError,
     UnmatchedInvoice,
     UnreadableAnswer,
 )
@@ -50,6 +51,7 @@ from service.ledger import WHOLE, EventKey, History, Ledger, Provenance, Recorde
 from service.metrics import Metrics
 from service.money import to_major_string
 from service.review.model import Allocation, Suggestion
+from service.review.service import ReaderUnavailable
 from service.settings import LEASE_MARGIN_SECONDS, Settings
 
 log = logging.getLogger("payrelay.consumer")
@@ -211,7 +213,10 @@ class Recorder:
         waiting = await self.ledger.reviews.by_key(key)
         if waiting is not None:  # a redelivery or a resend of a payment already in review
             raise NeedsReview(f"already in review as {waiting.id}", why=waiting.why)
-        outcome = await self.matcher.match(event.payment, traceparent)
+        try:
+            outcome = await self.matcher.match(event.payment, traceparent)
+        except ReaderUnavailable as exc:
+            raise TransientError(f"cannot read Chargebee's customers or invoices: {exc}") from None
         if isinstance(outcome, Applied):
             suggestion = outcome.suggestion
             self.metrics.matches.labels(suggestion.method, "auto").inc()

@@ -290,3 +290,17 @@ async def test_an_overpayment_goes_to_review_and_is_recorded_once_when_accepted(
     await redeliver(pipe, event)  # the resend: recorded already
     await pipe.confirmations(2)
     assert len(await recorded_on(pipe, invoice)) == 1
+
+
+async def test_chargebee_unreadable_while_matching_is_retried_not_guessed(pipe: Pipeline) -> None:
+    """Chargebee's customer list answers 503 once: the payment is retried (nothing decided without
+    the customers), then matched as usual."""
+    t = tag()
+    await book(pipe, f"Vandelay {t} Industries", [(f"VI{t}-1", 4200, 3)])
+    await pipe.admin("POST", "/sandbox/faults", {"status": 503, "count": 1, "operation": "customers"})
+    event = payment("42.00", name=f"VANDELAY {t} INDUSTRIES")
+    await pipe.send(event)
+    item = await review_of(pipe, event, within=20)
+    assert item.why == "low_score" and item.suggestions[0].allocations[0].invoice_id == f"VI{t}-1"
+    listed = await pipe.admin("GET", "/sandbox/requests?operation=list_customers")
+    assert [r["status"] for r in listed["requests"]] == [503, 200]

@@ -9,7 +9,7 @@ stored (from the event's references) must be the one decided, or the decision is
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +25,7 @@ from service.review.model import Allocation, Conflict, NewReview, Refused, Revie
 
 Transaction = Callable[[], AbstractAsyncContextManager[AsyncConnection]]
 InsertInto = Callable[[sa.Table], Any]
+Grouped = Callable[[Callable[[AsyncConnection], Awaitable[Any]]], Awaitable[Any]]
 
 REVIEW_PREFIX: Final = "rv-"
 PAYER_KINDS: Final = ("fingerprint", "name")
@@ -87,12 +88,14 @@ class Decision:
 
 
 class ReviewTable:
-    def __init__(self, write: Transaction, read: Transaction, insert_into: InsertInto) -> None:
+    def __init__(
+        self, write: Transaction, read: Transaction, insert_into: InsertInto, grouped: Grouped
+    ) -> None:
         self._write = write
         self._read = read
         self._add = insert_into(REVIEWS).on_conflict_do_nothing(index_elements=list(_EVENT))
         self._plan = insert_into(PLANS).on_conflict_do_nothing(index_elements=list(_EVENT))
-        self._payers = PayerMap(write, read, insert_into)
+        self._payers = PayerMap(write, read, insert_into, grouped)
 
     async def add(self, new: NewReview, now: datetime | None = None) -> ReviewItem:
         """Store the item if the event has none yet; returns the stored one (new or earlier)."""
@@ -269,9 +272,12 @@ class PayerHit:
 class PayerMap:
     """Payer -> customer. `lookup` tries the fingerprint, then the name; conflicted entries are skipped."""
 
-    def __init__(self, write: Transaction, read: Transaction, insert_into: InsertInto) -> None:
+    def __init__(
+        self, write: Transaction, read: Transaction, insert_into: InsertInto, grouped: Grouped
+    ) -> None:
         self._write = write
         self._read = read
+        self._grouped = grouped
         insert = insert_into(PAYERS)
         new = insert.excluded
         by_review = new.taught_by == "review"
@@ -307,8 +313,13 @@ class PayerMap:
         return None
 
     async def learn(self, teach: Sequence[tuple[str, str]], customer_id: str, taught_by: str) -> None:
-        async with self._write() as conn:
-            await self.learn_in(conn, teach, customer_id, taught_by, datetime.now(UTC))
+        """Committed with the ledger's other writes of the moment (each recorded payment teaches)."""
+        at = datetime.now(UTC)
+
+        async def learn(conn: AsyncConnection) -> None:
+            await self.learn_in(conn, teach, customer_id, taught_by, at)
+
+        await self._grouped(learn)
 
     async def learn_in(
         self, conn: AsyncConnection, teach: Sequence[tuple[str, str]], customer_id: str, taught_by: str,

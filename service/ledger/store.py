@@ -75,7 +75,7 @@ class Ledger(Reads):
         self.sessions = SessionTable(engine, self._write)
         insert_into = sqlite.insert if is_sqlite else postgresql.insert
         self._match = insert_into(MATCHES).on_conflict_do_nothing(index_elements=list(EVENT_COLUMNS))
-        self.reviews = ReviewTable(self._write, engine.connect, insert_into)
+        self.reviews = ReviewTable(self._write, engine.connect, insert_into, self._grouped)
         self.payers = self.reviews.payers
 
     @classmethod
