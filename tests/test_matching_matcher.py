@@ -207,3 +207,27 @@ def test_the_payer_is_known_by_fingerprint_then_by_name() -> None:
         ("fingerprint", "fp-1"), ("name", "globex")
     )  # fmt: skip
     assert teach_of(pay(1)) == ()
+
+
+async def test_a_set_that_fits_as_well_as_one_invoice_is_its_rival(book: Book) -> None:
+    """1,000.00 from a known account: one invoice of 1,000.00, or the two of 400.00 and 600.00?"""
+    book.invoice("cust_globex", "GX-2001", 100000, 9)
+    book.invoice("cust_globex", "GX-2002", 40000, 8)
+    book.invoice("cust_globex", "GX-2003", 60000, 7)
+    outcome = await matcher(book, GLOBEX).match(pay(100000, fingerprint="fp-globex"))
+    assert isinstance(outcome, ToReview) and outcome.why == "rivals"
+    assert [s.method for s in outcome.suggestions] == ["exact_amount", "sum_of_2"]
+    # the remittance listing the two settles it
+    listed = await matcher(book, GLOBEX).match(pay(100000, fingerprint="fp-globex", text="GX-2002, GX-2003"))
+    assert isinstance(listed, Applied)
+    assert sorted(a.invoice_id for a in listed.suggestion.allocations) == ["GX-2002", "GX-2003"]
+
+
+async def test_too_many_invoices_to_rule_out_a_set_is_unsure(book: Book) -> None:
+    """One invoice fits, but the rival search runs out of budget on a customer with many invoices."""
+    for n in range(120):  # even amounts: no set of them makes an odd 777.77, but the search cannot know
+        book.invoice("cust_globex", f"GX-3{n:03d}", 2 * (5_000 + 97 * n), 50 + n)
+    book.invoice("cust_globex", "GX-4000", 77_777, 1)
+    outcome = await matcher(book, GLOBEX).match(pay(77_777, fingerprint="fp-globex"))
+    assert isinstance(outcome, ToReview) and outcome.why == "rivals"
+    assert outcome.suggestions[0].allocations[0].invoice_id == "GX-4000"

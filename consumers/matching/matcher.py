@@ -19,6 +19,7 @@ from typing import Final, Protocol
 from consumers.directory import CustomerFacts
 from consumers.matching.amounts import (
     OpenInvoice,
+    by_age,
     exact_single,
     parse_tolerance,
     smallest_sets,
@@ -34,6 +35,8 @@ from service.review.service import InvoiceFacts
 from service.settings import MatchingSettings
 
 MAX_CUSTOMERS: Final = 3  # candidate customers for one payer name
+SET_BUDGET: Final = 200_000  # search steps for a set of invoices when no single one fits (~0.1 s)
+RIVAL_BUDGET: Final = 20_000  # ... and for a rival set when one does: running out means unsure
 _TEXT_LIMIT: Final = 2000
 
 
@@ -79,6 +82,7 @@ class _Ranked:
     suggestion: Suggestion
     customer_id: str
     age: tuple[int, ...]
+    unsure: bool = False  # the search for a set that fits as well ran out of budget
 
 
 def teach_of(payment: Payment) -> tuple[tuple[str, str], ...]:
@@ -129,7 +133,8 @@ class Matcher:
         shown = tuple(r.suggestion for r in ranked[:MAX_SUGGESTIONS])
         scored = [r.suggestion.score for r in ranked]
         best = ranked[0]
-        if not auto_applies(_as_scored(ranked), self.settings.auto_threshold):
+        if best.unsure or not auto_applies(_as_scored(ranked), self.settings.auto_threshold):
+            # `unsure`: too many open invoices to rule out a set that fits as well, so a rival
             why = "rivals" if scored[0] >= self.settings.auto_threshold else "low_score"
             return ToReview(why, shown, only or best.customer_id)
         if not await self._still_so(best, payment.currency, traceparent):
@@ -141,14 +146,18 @@ class Matcher:
     async def _who(self, payment: Payment, traceparent: str | None) -> list[_Payer]:
         teach = teach_of(payment)
         hit = await self.payers.lookup(teach)
-        if hit is not None:
-            how: PayerHow = "fingerprint" if hit.kind == "fingerprint" else "payer_map_name"
-            return [_Payer(hit.customer_id, how)]
+        if hit is not None and hit.kind == "fingerprint":
+            return [_Payer(hit.customer_id, "fingerprint")]
         key = dict(teach).get("name")
         if not key:
             return []
         names, by_key = await self._customer_index(traceparent)
         exact = by_key.get(key, [])
+        if hit is not None:
+            # A name the map knows, unless several customers go by it: then the map cannot tell
+            # them apart (a decision for one of them taught it), and each is a candidate.
+            if set(exact) <= {hit.customer_id}:
+                return [_Payer(hit.customer_id, "payer_map_name")]
         if exact:
             return [_Payer(c, "customer_exact") for c in sorted(set(exact))[:MAX_CUSTOMERS]]
         close = closest_names(key, names, self.settings.name_threshold, limit=MAX_CUSTOMERS * 2)
@@ -189,9 +198,19 @@ class Matcher:
         found: list[tuple[tuple[OpenInvoice, ...], str, str]] = []  # (set, how, difference)
         for invoice in exact_single(amount, open_):
             found.append(((invoice,), "exact_amount", ""))
-        if not found:
-            search = smallest_sets(amount, open_, self.settings.max_invoices)
-            found += [(chosen, "sum", "") for chosen in search.sets]
+        named = by_age(i for i in open_ if i.id in named_ids)
+        if 1 < len(named) <= self.settings.max_invoices and sum(i.amount_due for i in named) == amount:
+            found.append((tuple(named), "sum", ""))  # the invoices the remittance lists, in full
+        # Sets are searched even when one invoice fits: a set that fits as well is a rival (two
+        # invoices of 500.00 or one of 1,000.00, and nothing to say which), not something to ignore.
+        sets = {frozenset(i.id for i in chosen) for chosen, _, _ in found}
+        search = smallest_sets(
+            amount, open_, self.settings.max_invoices, budget=RIVAL_BUDGET if found else SET_BUDGET
+        )
+        for chosen in search.sets:
+            if frozenset(i.id for i in chosen) not in sets:
+                found.append((chosen, "sum", ""))
+        unsure = search.truncated and bool(found)
         if not found:
             for invoice, off in within_tolerance(amount, open_, self.tolerance):
                 how = "over_payment" if off > 0 else "short_payment"
@@ -218,7 +237,8 @@ class Matcher:
                 else (Allocation(chosen[0].id, amount),)
             )
             suggestion = Suggestion(allocations, scored.score, scored.reasons, scored.method)
-            ranked.append(_Ranked(suggestion, payer.customer_id, tuple(sorted(i.date for i in chosen))))
+            age = tuple(sorted(i.date for i in chosen))
+            ranked.append(_Ranked(suggestion, payer.customer_id, age, unsure))
         return ranked
 
     async def _still_so(self, best: _Ranked, currency: str, traceparent: str | None) -> bool:
