@@ -29,7 +29,6 @@ from consumers.directory import Directory
 from consumers.invoices import InvoiceBook
 from consumers.matching.matcher import Matcher
 from consumers.outbox import Outbox
-from consumers.rate_limit import RateLimiter
 from consumers.record_payment import RecordPaymentWorker
 from consumers.recording import Recorder
 from service.broker import Broker, BrokerUnavailable
@@ -118,15 +117,7 @@ async def running_worker(
     ledger = await settings.ledger.open()
     connector = aiohttp.TCPConnector(limit=settings.consumer.prefetch, keepalive_timeout=60)
     session = aiohttp.ClientSession(connector=connector)
-    client = ChargebeeClient(
-        session,
-        api_base=settings.chargebee.api_base,
-        api_key=settings.chargebee.api_key.get_secret_value(),
-        api_version=settings.chargebee.api_version,
-        limiter=RateLimiter(settings.chargebee.rate_limit, metrics),
-        metrics=metrics,
-        timeout=settings.chargebee.timeout_seconds,
-    )
+    client = ChargebeeClient.configured(session, settings, metrics)
     broker = settings.broker.broker("payrelay-consumer")
     intake = settings.broker.broker("payrelay-consumer-intake", publishes=False)
     invoices = InvoiceBook(

@@ -31,6 +31,7 @@ from consumers.errors import (
 from consumers.mapping import RecordPayment, form_fields
 from consumers.rate_limit import RateLimiter
 from service.metrics import Metrics
+from service.settings import Settings
 
 OnPermit = Callable[[], Awaitable[None]]
 _AUTH_PROBE = "payrelay-credentials-check"  # an invoice id nobody has: 404 resource_not_found = accepted
@@ -215,6 +216,22 @@ class ChargebeeClient:
         # HTTP Basic with the key as user name and no password, as Chargebee documents.
         self._authorization = "Basic " + base64.b64encode(f"{api_key}:".encode()).decode()
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+
+    @classmethod
+    def configured(
+        cls, session: aiohttp.ClientSession, settings: Settings, metrics: Metrics
+    ) -> ChargebeeClient:
+        """The client `settings` describe, with a rate limiter of its own (one per process)."""
+        chargebee = settings.chargebee
+        return cls(
+            session,
+            api_base=chargebee.api_base,
+            api_key=chargebee.api_key.get_secret_value(),
+            api_version=chargebee.api_version,
+            limiter=RateLimiter(chargebee.rate_limit, metrics),
+            metrics=metrics,
+            timeout=chargebee.timeout_seconds,
+        )
 
     async def record_payment(
         self, request: RecordPayment, traceparent: str | None = None, on_permit: OnPermit | None = None

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -24,7 +25,6 @@ from pydantic import ValidationError
 
 from consumers.chargebee import ChargebeeClient, Invoice
 from consumers.errors import InvoiceNotFound, PaymentError
-from consumers.rate_limit import RateLimiter
 from service.metrics import Metrics
 from service.review.service import PAYABLE, InvoiceFacts, ReaderUnavailable
 from service.settings import Settings
@@ -125,7 +125,8 @@ class Directory:
                 }
                 rows = await self._all("/invoices", params, "invoice", traceparent)
             else:
-                rows = await self._all(f"/customers/{customer_id}/invoices", {}, "invoice", traceparent)
+                path = f"/customers/{quote(customer_id, safe='')}/invoices"
+                rows = await self._all(path, {}, "invoice", traceparent)
             invoices = [facts(Invoice.model_validate(row)) for row in rows]
         except ValidationError as exc:
             raise ReaderUnavailable(f"unreadable invoice list: {exc.error_count()} errors") from None
@@ -169,13 +170,4 @@ class Directory:
 async def open_directory(settings: Settings, metrics: Metrics) -> AsyncIterator[Directory]:
     """A directory on a session of its own, for a process that does not run a consumer (CLI, ops)."""
     async with aiohttp.ClientSession() as session:
-        client = ChargebeeClient(
-            session,
-            api_base=settings.chargebee.api_base,
-            api_key=settings.chargebee.api_key.get_secret_value(),
-            api_version=settings.chargebee.api_version,
-            limiter=RateLimiter(settings.chargebee.rate_limit, metrics),
-            metrics=metrics,
-            timeout=settings.chargebee.timeout_seconds,
-        )
-        yield Directory(client)
+        yield Directory(ChargebeeClient.configured(session, settings, metrics))

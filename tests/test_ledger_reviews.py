@@ -12,9 +12,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from service.broker import MemoryPublisher
 from service.ledger import Ledger
 from service.ledger.reviews import Decision
 from service.review.model import Allocation, Conflict, NewReview, Refused, Suggestion
+from service.review.service import Reviews
+from service.topology import build
 from tests.test_ledger import Backend, backend, ledger  # noqa: F401 - the fixtures
 
 KEY = ("acme-bank", "urn:acme:core", "evt-review-1")
@@ -136,3 +139,22 @@ async def test_decided_items_go_with_retention_and_open_ones_stay(ledger: Ledger
     await ledger.cleanup(retention_days=1, now=datetime.now(UTC) + timedelta(days=2))
     assert await ledger.reviews.get(waiting.id) is not None
     assert await ledger.reviews.get(done.id) is None
+
+
+async def test_an_assignment_names_only_well_formed_invoices_each_once(ledger: Ledger) -> None:  # noqa: F811
+    """Checked before Chargebee is asked anything: an id goes into Chargebee's URL path."""
+    reviews = Reviews(ledger, MemoryPublisher(), build("p", [5], 20), None, api_version="v1")
+    item = await ledger.reviews.add(new())
+    for allocations, why in (
+        ([("../customers/cust_1", None)], "is not an invoice id"),
+        ([("INV-1", "10.00"), ("INV-1", "40.00")], "named twice"),
+        ([("INV-1", None), ("INV-2", None)], "one invoice at most"),
+        ([("INV-1", "60.00"), ("INV-2", None)], "nothing is left"),
+        ([("INV-1", "0.00"), ("INV-2", "50.00")], "greater than zero"),
+        ([("INV-1", "12.345")], "INV-1"),
+        ([], "at least one invoice"),
+    ):
+        with pytest.raises(Refused, match=why):
+            await reviews.assign(item.id, allocations=allocations, actor="ana")
+    still = await ledger.reviews.get(item.id)
+    assert still is not None and still.state == "open"

@@ -22,6 +22,7 @@ import orjson
 
 from service import messages
 from service.broker import BrokerUnavailable, Outgoing, Publisher
+from service.event_data import INVOICE_ID
 from service.ledger import Ledger
 from service.ledger.reviews import Decision
 from service.metrics import Metrics
@@ -195,13 +196,7 @@ class Reviews:
         return item
 
     def _shares(self, item: ReviewItem, given: Sequence[tuple[str, str | None]]) -> tuple[Allocation, ...]:
-        if not given:
-            raise Refused("name at least one invoice (INVOICE or INVOICE=AMOUNT)")
-        if len(given) > MAX_ASSIGNED:
-            raise Refused(f"at most {MAX_ASSIGNED} invoices in one assignment")
-        ids = [invoice for invoice, _ in given]
-        if len(set(ids)) != len(ids):
-            raise Refused("an invoice is named twice: give each invoice once, with its whole share")
+        ids = _invoice_ids(given)
         open_amounts = [amount for _, amount in given if amount is None]
         if len(open_amounts) > 1:
             raise Refused("leave the amount out for one invoice at most (it takes the rest)")
@@ -331,3 +326,18 @@ class Reviews:
     def _count(self, decision: str) -> None:
         if self.metrics is not None:
             self.metrics.review_decisions.labels(decision).inc()
+
+
+def _invoice_ids(given: Sequence[tuple[str, str | None]]) -> list[str]:
+    """The invoices an assignment names: at least one, each once, each a well-formed id."""
+    if not given:
+        raise Refused("name at least one invoice (INVOICE or INVOICE=AMOUNT)")
+    if len(given) > MAX_ASSIGNED:
+        raise Refused(f"at most {MAX_ASSIGNED} invoices in one assignment")
+    ids = [invoice for invoice, _ in given]
+    for invoice in ids:
+        if not INVOICE_ID.match(invoice):
+            raise Refused(f"{invoice[:60]!r} is not an invoice id (1-50 letters, digits, '_', '-' or '.')")
+    if len(set(ids)) != len(ids):
+        raise Refused("an invoice is named twice: give each invoice once, with its whole share")
+    return ids
