@@ -249,7 +249,7 @@ async def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
     return OK
 
 
-def _actor() -> str:
+def operator_name() -> str:
     """Who runs the command, as the operating system says: the audit's "who" is never a name typed in."""
     with contextlib.suppress(Exception):
         return f"{getpass.getuser()}@{socket.gethostname()}"
@@ -355,7 +355,12 @@ async def cmd_replay(args: argparse.Namespace, ctx: Context) -> int:
 
     async def act(ids: list[str], progress: Any) -> Outcome:
         return await ctx.letters.replay(
-            ids, actor=_actor(), selector=chosen.describe(), edits=edits, rate=args.rate, progress=progress
+            ids,
+            actor=operator_name(),
+            selector=chosen.describe(),
+            edits=edits,
+            rate=args.rate,
+            progress=progress,
         )
 
     return await _guarded(args, ctx, "replay", act, edits)
@@ -365,7 +370,8 @@ async def cmd_purge(args: argparse.Namespace, ctx: Context) -> int:
     chosen = selector(args)
 
     async def act(ids: list[str], progress: Any) -> Outcome:
-        return await ctx.letters.purge(ids, actor=_actor(), selector=chosen.describe(), progress=progress)
+        who, selector = operator_name(), chosen.describe()
+        return await ctx.letters.purge(ids, actor=who, selector=selector, progress=progress)
 
     return await _guarded(args, ctx, "purge", act)
 

@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from service.broker import BrokerUnavailable, TopologyMismatch
-from service.cli.dlq import _actor
+from service.cli.dlq import operator_name
 from service.cli.mistakes import FAILED, OK, UNAVAILABLE, USAGE
 from service.cli.render import plain, say
 from service.ledger import Ledger
@@ -216,17 +216,17 @@ async def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
 
 
 async def cmd_accept(args: argparse.Namespace, ctx: Context) -> int:
-    item = await ctx.reviews.accept(args.id, suggestion=args.suggestion, actor=_actor())
+    item = await ctx.reviews.accept(args.id, suggestion=args.suggestion, actor=operator_name())
     return decided(ctx, item)
 
 
 async def cmd_assign(args: argparse.Namespace, ctx: Context) -> int:
-    item = await ctx.reviews.assign(args.id, allocations=args.shares, actor=_actor())
+    item = await ctx.reviews.assign(args.id, allocations=args.shares, actor=operator_name())
     return decided(ctx, item)
 
 
 async def cmd_reject(args: argparse.Namespace, ctx: Context) -> int:
-    item = await ctx.reviews.reject(args.id, actor=_actor(), note=args.note)
+    item = await ctx.reviews.reject(args.id, actor=operator_name(), note=args.note)
     return decided(ctx, item)
 
 
