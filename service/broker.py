@@ -49,6 +49,7 @@ class TopologyMissing(Exception):
 
 
 _SHORT_STRING = 255  # AMQP short strings (message_id, type, content_type) are at most 255 bytes
+PERSISTENT = 2  # delivery_mode: written to disk (quorum queues keep every message anyway)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +94,7 @@ class MemoryPublisher:
 
     async def publish(self, messages: Sequence[Outgoing], within: float | None = None) -> None:
         for message in messages:
-            _message(message)
+            _properties(message)
         if self.refuse is not None:
             raise BrokerUnavailable(self.refuse)
         self.published.extend(messages)
@@ -264,23 +265,31 @@ class Broker:
         Raises `BrokerUnavailable` if the broker is down, slow beyond the timeout, nacks a message,
         or returns one as unroutable. Some messages may then have been published: callers retry,
         and consumers deduplicate by event identity.
+
+        Published on aiormq's channel beneath aio-pika's, with the properties built once here:
+        aio-pika's `Message` and `Exchange.publish` cost a third of a single-event request.
         """
-        prepared = [(message, _message(message)) for message in messages]  # all built before any goes
+        prepared = [(message, _properties(message)) for message in messages]  # all built before any goes
         if not self._connected.is_set():
             raise BrokerUnavailable("not connected to the broker")
         try:
             async with asyncio.timeout(self.publish_timeout if within is None else within):
-                await asyncio.gather(*(self._publish_one(m, built) for m, built in prepared))
+                channel = await self._underlay()
+                if len(prepared) == 1:
+                    await _publish_one(channel, *prepared[0])
+                else:
+                    await asyncio.gather(*(_publish_one(channel, m, p) for m, p in prepared))
         except TimeoutError:
             raise BrokerUnavailable("the broker did not confirm in time") from None
-        except aio_pika.exceptions.DeliveryError as exc:
+        except aiormq.exceptions.DeliveryError as exc:
             raise BrokerUnavailable(f"the broker refused a message: {_delivery_reason(exc)}") from None
         except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
             raise BrokerUnavailable(f"broker error: {type(exc).__name__}") from None
 
-    async def _publish_one(self, message: Outgoing, built: aio_pika.Message) -> None:
-        exchange = await self._exchange(message.exchange)
-        await exchange.publish(built, routing_key=message.routing_key, mandatory=message.mandatory)
+    async def _underlay(self) -> aiormq.abc.AbstractChannel:
+        await self._exchange("")  # (re)opens the publishing channel if it is closed
+        assert self._channel is not None
+        return await self._channel.get_underlay_channel()
 
     async def queue_counts(self, name: str) -> tuple[int, int]:
         """(ready messages, consumers) of a queue, by a passive declare on a short-lived channel."""
@@ -295,20 +304,33 @@ class Broker:
             await channel.close()
 
 
-def _message(message: Outgoing) -> aio_pika.Message:
-    """The AMQP message, or ValueError before anything is published if a property cannot be encoded."""
+def _properties(message: Outgoing) -> aiormq.spec.Basic.Properties:
+    """The AMQP properties, or ValueError before anything is published if one cannot be encoded."""
     for name in ("message_id", "content_type", "type"):
         value = getattr(message, name)
         if value is not None and len(value.encode()) > _SHORT_STRING:
             raise ValueError(f"{name} is longer than {_SHORT_STRING} bytes: AMQP cannot carry it")
-    return aio_pika.Message(
-        message.body,
+    expiration = message.expiration
+    return aiormq.spec.Basic.Properties(
         message_id=message.message_id,
         content_type=message.content_type,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        delivery_mode=PERSISTENT,
         headers=message.headers,
-        type=message.type,
-        expiration=message.expiration,
+        message_type=message.type,
+        expiration=None if expiration is None else str(int(expiration * 1000)),  # milliseconds
+    )
+
+
+async def _publish_one(
+    channel: aiormq.abc.AbstractChannel, message: Outgoing, properties: aiormq.spec.Basic.Properties
+) -> None:
+    """One message, confirmed; aiormq raises DeliveryError on a nack and on a return (mandatory)."""
+    await channel.basic_publish(
+        message.body,
+        exchange=message.exchange,
+        routing_key=message.routing_key,
+        properties=properties,
+        mandatory=message.mandatory,
     )
 
 
@@ -323,7 +345,7 @@ def _mismatch(exc: aiormq.exceptions.ChannelPreconditionFailed) -> str:
     )
 
 
-def _delivery_reason(exc: aio_pika.exceptions.DeliveryError) -> str:
+def _delivery_reason(exc: aiormq.exceptions.DeliveryError) -> str:
     frame = exc.frame
     if isinstance(frame, aiormq.spec.Basic.Return):
         return f"unroutable ({frame.reply_text})"
