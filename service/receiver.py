@@ -23,10 +23,10 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import events as ev
 from service import messages, tracing
@@ -196,6 +196,43 @@ class Ingest:
         return Response(orjson.dumps(body), status_code=202, media_type="application/json"), types
 
 
+_INGEST = "/v1/ingest/"
+
+
+class ReceiverApp(Starlette):
+    """Starlette, with `POST /v1/ingest/{source}` answered before Starlette's own layers.
+
+    The ingest route is the one every payment takes: its handler answers every outcome itself
+    (problem+json, a 500 included), so Starlette's error and exception middleware and its router
+    only cost it time (a fifth of a single-event request). The host check stays outermost, for
+    it and for everything else; any other path, or another method, goes through Starlette.
+    """
+
+    ingest: Ingest
+    trusted: tuple[str, ...]
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return TrustedHosts(_IngestFirst(super().build_middleware_stack(), self.ingest), self.trusted)
+
+
+class _IngestFirst:
+    def __init__(self, app: ASGIApp, ingest: Ingest) -> None:
+        self.app = app
+        self.ingest = ingest
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path: str = scope["path"]
+            if path.startswith(_INGEST):
+                source = path[len(_INGEST) :]
+                if source and "/" not in source:  # as Route's {source}: one non-empty segment
+                    scope["path_params"] = {"source": source}
+                    response = await self.ingest.handle(Request(scope, receive))
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
 def create_app(
     settings: Settings, *, publisher: Publisher | None = None, metrics: Metrics | None = None
 ) -> Starlette:
@@ -235,7 +272,7 @@ def create_app(
         assert isinstance(exc, HTTPException)
         return problem(exc.status_code, str(exc.detail), headers=exc.headers)
 
-    app = Starlette(
+    app = ReceiverApp(
         exception_handlers={HTTPException: http_error},
         routes=[
             Route("/v1/ingest/{source}", ingest.handle, methods=["POST"]),
@@ -244,9 +281,9 @@ def create_app(
             Route("/readyz", readyz),
             Route("/openapi.json", openapi),
         ],
-        middleware=[Middleware(TrustedHosts, trusted=settings.receiver.trusted_hosts)],
         lifespan=lifespan,
     )
+    app.ingest, app.trusted = ingest, tuple(settings.receiver.trusted_hosts)
     # `/v1/ingest/acme-bank/` is a 404, not a redirect to whatever Host the request named.
     app.router.redirect_slashes = False
     app.state.publisher = the_publisher

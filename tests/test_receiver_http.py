@@ -335,3 +335,22 @@ async def test_a_content_length_of_other_digits_is_not_a_500(client: httpx.Async
     headers.append((b"content-length", "²".encode("latin-1")))
     request = client.build_request("POST", "/v1/ingest/acme-bank", content=body, headers=headers)
     assert (await client.send(request)).status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("POST", "/v1/ingest/", 404),  # no source
+        ("POST", "/v1/ingest/acme-bank/extra", 404),  # two segments
+        ("GET", "/v1/ingest/acme-bank", 405),  # the route exists for POST only
+        ("POST", "/v1/ingest/nobody", 404),  # answered by the handler: an unknown source
+    ],
+)
+async def test_the_ingest_fast_path_answers_as_the_route_would(
+    client: httpx.AsyncClient, method: str, path: str, status: int
+) -> None:
+    """POST /v1/ingest/{source} skips Starlette's router (receiver.ReceiverApp); the paths next to
+    it still get what the route table says."""
+    response = await client.request(method, path, content=b"{}", headers={"content-type": "application/json"})
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json") or status == 405
