@@ -1,0 +1,1 @@
+"""Reference implementations the benchmark measures payrelay against, written as a team would."""
