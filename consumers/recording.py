@@ -162,11 +162,10 @@ class Recorder:
             except Busy as error:
                 attempt.stopped = Stopped(error, part.name, invoice_id=part.invoice_id)
                 return attempt
-            except Overpayment as error:
-                stop: PaymentError = error
-                if self.settings.consumer.overpayment == "review":
-                    stop = _overpaid(error, plan)  # the same failure, for a person
-                attempt.stopped = Stopped(stop, part.name, claimed=True, invoice_id=part.invoice_id)
+            except Overpayment as error:  # only with overpayment = "review": for a person
+                attempt.stopped = Stopped(
+                    _overpaid(error, plan), part.name, claimed=True, invoice_id=part.invoice_id
+                )
                 return attempt
             except PaymentError as error:
                 attempt.stopped = Stopped(error, part.name, claimed=True, invoice_id=part.invoice_id)

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+from aio_pika.abc import AbstractChannel, AbstractConnection
 
 from service.topology import Topology, check, declare
 
@@ -126,7 +126,6 @@ class Broker:
         self.failure: TopologyMismatch | None = None
         self.connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
-        self._exchanges: dict[str, AbstractExchange] = {}
         self._channel_lock = asyncio.Lock()
         self._connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -242,22 +241,10 @@ class Broker:
     async def _open_channel(self) -> AbstractChannel:
         assert self.connection is not None
         channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
-        self._exchanges = {"": channel.default_exchange}
-        for exchange in self.topology.exchanges:
-            self._exchanges[exchange.name] = await channel.get_exchange(exchange.name, ensure=False)
         self._channel = channel
         return channel
 
     # -- publishing --------------------------------------------------------------------------
-
-    async def _exchange(self, name: str) -> AbstractExchange:
-        if self._channel is None or self._channel.is_closed:
-            async with self._channel_lock:
-                if self._channel is None or self._channel.is_closed:
-                    if self.connection is None or self.connection.is_closed:
-                        raise BrokerUnavailable("not connected to the broker")
-                    await self._open_channel()
-        return self._exchanges[name]
 
     async def publish(self, messages: Sequence[Outgoing], within: float | None = None) -> None:
         """Publish all messages with pipelined confirms; return only when every one is confirmed.
@@ -287,7 +274,13 @@ class Broker:
             raise BrokerUnavailable(f"broker error: {type(exc).__name__}") from None
 
     async def _underlay(self) -> aiormq.abc.AbstractChannel:
-        await self._exchange("")  # (re)opens the publishing channel if it is closed
+        """aiormq's channel beneath the publishing one, reopened first if it was closed."""
+        if self._channel is None or self._channel.is_closed:
+            async with self._channel_lock:
+                if self._channel is None or self._channel.is_closed:
+                    if self.connection is None or self.connection.is_closed:
+                        raise BrokerUnavailable("not connected to the broker")
+                    await self._open_channel()
         assert self._channel is not None
         return await self._channel.get_underlay_channel()
 

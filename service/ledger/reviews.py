@@ -70,7 +70,7 @@ def to_item(row: sa.Row[Any]) -> ReviewItem:
         problem=row.problem,
         queued_at=row.queued_at,
         version=row.version,
-        extra={"teach": [tuple(p) for p in row.teach]},
+        teach=tuple((str(kind), str(value)) for kind, value in row.teach),
     )
 
 
@@ -191,8 +191,7 @@ class ReviewTable:
             if decision.allocations:
                 await self._store_plan(conn, item, decision, at)
             if decision.customer_id is not None:
-                teach = [(str(kind), str(value)) for kind, value in item.extra["teach"]]
-                await self._payers.learn_in(conn, teach, decision.customer_id, "review", at)
+                await self._payers.learn_in(conn, item.teach, decision.customer_id, "review", at)
             await conn.execute(
                 AUDIT.insert().values(
                     at=at,

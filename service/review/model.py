@@ -10,7 +10,7 @@ transaction, then the event goes back to the work queue (or, rejected, to the de
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
@@ -120,7 +120,7 @@ class ReviewItem:
     problem: str | None = None  # why the last decision was refused (the item stays open)
     queued_at: datetime | None = None  # when the decided event went back to a queue
     version: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    teach: tuple[tuple[str, str], ...] = ()  # (kind, value) a decision teaches the payer map
 
     @property
     def origin(self) -> str:

@@ -205,12 +205,9 @@ class Reviews:
             if amount is None:
                 continue
             try:
-                minor = to_minor_units(amount, item.currency)
+                known[invoice] = to_minor_units(amount, item.currency)  # refuses zero and below
             except ValueError as exc:
                 raise Refused(f"amount {amount!r} for {invoice}: {exc}") from None
-            if minor <= 0:
-                raise Refused(f"the amount for {invoice} must be more than zero")
-            known[invoice] = minor
         rest = item.amount - sum(known.values())
         total = self._money(item, sum(known.values()))
         if open_amounts:

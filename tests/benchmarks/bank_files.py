@@ -328,6 +328,13 @@ def machine() -> dict[str, Any]:
     }
 
 
+def emit(report: dict[str, Any], text: str, path: Path | None) -> None:
+    """Print the Markdown report, and write the JSON one where asked (every benchmark's last step)."""
+    print(text)
+    if path:
+        path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+
+
 def markdown(report: dict[str, Any]) -> str:
     box = report["machine"]
     lines = [
@@ -387,9 +394,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         memory_child(args.memory_child)
         return {}
     report = asyncio.run(run(args))
-    print(markdown(report))
-    if args.json:
-        args.json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    emit(report, markdown(report), args.json)
     return report
 
 

@@ -40,6 +40,7 @@ from tests.benchmarks.bank_files import (
     broker_pid,
     cpu_seconds,
     delete_topology,
+    emit,
     figure,
     free_port,
     machine,
@@ -191,7 +192,7 @@ def report(args: argparse.Namespace, runs: dict[str, list[dict[str, float]]]) ->
     return {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": machine(),
-        "command": " ".join([".venv/bin/python -m tests.benchmarks.ingest", *sys.argv[1:]]),
+        "command": " ".join([".venv/bin/python -m tests.benchmarks.ingest", *args.argv]),
         "connections": args.connections,
         "seconds": args.seconds,
         "runs": runs,
@@ -223,10 +224,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else argv
     result = asyncio.run(run(args))
-    print(markdown(result))
-    if args.json:
-        args.json.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    emit(result, markdown(result), args.json)
     return result
 
 

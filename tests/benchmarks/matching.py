@@ -27,8 +27,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
-import orjson
-
 from consumers.directory import CustomerFacts
 from consumers.matching.amounts import parse_tolerance
 from consumers.matching.matcher import Applied, Matcher, Outcome, teach_of
@@ -38,7 +36,7 @@ from service.money import to_major_string
 from service.review.model import Allocation
 from service.review.service import InvoiceFacts
 from service.settings import MatchingSettings
-from tests.benchmarks.bank_files import figure, machine
+from tests.benchmarks.bank_files import emit, figure, machine
 from tests.benchmarks.book_generator import MIX, Case, World, generate
 
 PAGE: Final = 100  # Chargebee's list page size, as consumers/directory.py reads
@@ -379,9 +377,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
     report = asyncio.run(run(args))
-    print(markdown(report))
-    if args.json:
-        args.json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    emit(report, markdown(report), args.json)
     return report
 
 
