@@ -292,11 +292,15 @@ class ChargebeeClient:
         return self._read(_TransactionResponse, raw).transaction
 
     async def list_page(
-        self, path: str, params: dict[str, str], traceparent: str | None = None
+        self,
+        path: str,
+        params: dict[str, str],
+        traceparent: str | None = None,
+        on_permit: OnPermit | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """One page of a list endpoint (`/customers`, `/invoices`...): its items and `next_offset`."""
         status, headers, raw = await self._call(
-            "GET", f"{self.api_base}{path}", {}, traceparent, None, params=params
+            "GET", f"{self.api_base}{path}", {}, traceparent, on_permit, params=params
         )
         if status != 200:
             raise classify(status, _error_body(raw), _retry_after(headers), write=False)

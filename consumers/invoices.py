@@ -11,6 +11,7 @@ from collections import OrderedDict
 
 from consumers.chargebee import ChargebeeClient, Invoice, OnPermit
 from consumers.errors import CurrencyMismatch, InvoiceNotFound, InvoiceNotPayable, Overpayment
+from consumers.invoice_reads import InvoiceReads
 from consumers.mapping import Share
 from service.money import to_major_string
 from service.review.service import PAYABLE
@@ -36,12 +37,13 @@ def check_payable(
 
 
 class InvoiceBook:
-    """Retrieves invoices through the client and remembers their currencies (bounded, LRU)."""
+    """Reads invoices through the client and remembers their currencies (bounded, LRU)."""
 
     def __init__(
         self, client: ChargebeeClient, *, api_version: str, overpayment: str, capacity: int = 100_000
     ) -> None:
         self.client = client
+        self.reads = InvoiceReads(client)  # the checks of concurrent payments share one request
         self.api_version = api_version
         self.overpayment = overpayment
         self._currencies: OrderedDict[str, str] = OrderedDict()
@@ -70,7 +72,7 @@ class InvoiceBook:
                     f"the payment is in {currency}, invoice {invoice_id} in {known}: nothing was recorded"
                 )
             return  # its status is Chargebee's to check: a 409 says the same as a retrieve would
-        invoice = await self.client.retrieve_invoice(invoice_id, traceparent, on_permit)
+        invoice = await self.reads.read(invoice_id, traceparent, on_permit)
         self._remember(invoice)
         check_payable(invoice, currency, amount, api_version=self.api_version, overpayment=overpayment)
 
