@@ -197,8 +197,8 @@ async def test_concurrent_claims_have_exactly_one_winner(backend: Backend, ledge
 async def test_writes_in_flight_together_share_one_commit_and_fail_alone(ledger: Ledger) -> None:
     """Concurrent writes are committed together; one that fails fails alone, the others stand."""
 
-    async def broken(conn: Any) -> None:
-        await conn.execute(sa.text("SELECT * FROM no_such_table"))
+    def broken(conn: Any) -> None:
+        conn.execute(sa.text("SELECT * FROM no_such_table"))
 
     keys = [("acme-bank", "urn:acme", f"evt-{i}") for i in range(5)]
     results = await asyncio.gather(

@@ -87,7 +87,7 @@ def engine_for(url: str, schema: str | None, statement_timeout: float) -> AsyncE
         if schema is not None:
             raise ValueError("schema= is for PostgreSQL; a SQLite ledger is a file of its own")
         engine = create_async_engine(target)
-        _configure_sqlite(engine, busy_timeout_ms=int(statement_timeout * 1000))
+        _configure_sqlite(engine.sync_engine, busy_timeout_ms=int(statement_timeout * 1000))
         return engine
     if schema is not None and not _IDENTIFIER.match(schema):
         raise ValueError(f"schema must be a lower-case SQL identifier, got {schema!r}")
@@ -108,10 +108,23 @@ def engine_for(url: str, schema: str | None, statement_timeout: float) -> AsyncE
     )
 
 
-def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
+def local_writer_for(url: str, statement_timeout: float) -> sa.Engine | None:
+    """SQLite: the ledger file through the synchronous driver, for the group writer's own thread.
+
+    The same pragmas as the async engine's; None for PostgreSQL, whose writes stay async.
+    """
+    target = _driver_url(url)
+    if target.get_backend_name() != "sqlite":
+        return None
+    engine = sa.create_engine(target.set(drivername="sqlite"))
+    _configure_sqlite(engine, busy_timeout_ms=int(statement_timeout * 1000))
+    return engine
+
+
+def _configure_sqlite(engine: sa.Engine, busy_timeout_ms: int) -> None:
     """WAL (readers never block the writer), a busy timeout, and BEGIN IMMEDIATE for writers."""
 
-    @sa.event.listens_for(engine.sync_engine, "connect")
+    @sa.event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself, in _begin
         cursor = dbapi_connection.cursor()
@@ -123,7 +136,7 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
         cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cursor.close()
 
-    @sa.event.listens_for(engine.sync_engine, "begin")
+    @sa.event.listens_for(engine, "begin")
     def _begin(conn: sa.Connection) -> None:
         # A writer takes the write lock up front: a deferred transaction that read first could
         # not wait for it later and would fail with "database is locked" half-way through.

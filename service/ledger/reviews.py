@@ -25,7 +25,7 @@ from service.review.model import Allocation, Conflict, NewReview, Refused, Revie
 
 Transaction = Callable[[], AbstractAsyncContextManager[AsyncConnection]]
 InsertInto = Callable[[sa.Table], Any]
-Grouped = Callable[[Callable[[AsyncConnection], Awaitable[Any]]], Awaitable[Any]]
+Grouped = Callable[[Callable[[sa.Connection], Any]], Awaitable[Any]]
 
 REVIEW_PREFIX: Final = "rv-"
 PAYER_KINDS: Final = ("fingerprint", "name")
@@ -315,8 +315,11 @@ class PayerMap:
         """Committed with the ledger's other writes of the moment (each recorded payment teaches)."""
         at = datetime.now(UTC)
 
-        async def learn(conn: AsyncConnection) -> None:
-            await self.learn_in(conn, teach, customer_id, taught_by, at)
+        rows = self._rows(teach, customer_id, taught_by, at)
+
+        def learn(conn: sa.Connection) -> None:
+            if rows:
+                conn.execute(self._learn, rows)
 
         await self._grouped(learn)
 
@@ -324,13 +327,19 @@ class PayerMap:
         self, conn: AsyncConnection, teach: Sequence[tuple[str, str]], customer_id: str, taught_by: str,
         at: datetime,
     ) -> None:  # fmt: skip
-        for kind, value in teach:
-            if kind in PAYER_KINDS and value:
-                await conn.execute(
-                    self._learn,
-                    {"kind": kind, "value": value, "customer_id": customer_id, "conflicted": False,
-                     "taught_by": taught_by, "hits": 1, "learned_at": at, "updated_at": at},
-                )  # fmt: skip
+        if rows := self._rows(teach, customer_id, taught_by, at):
+            await conn.execute(self._learn, rows)
+
+    @staticmethod
+    def _rows(
+        teach: Sequence[tuple[str, str]], customer_id: str, taught_by: str, at: datetime
+    ) -> list[dict[str, Any]]:
+        return [
+            {"kind": kind, "value": value, "customer_id": customer_id, "conflicted": False,
+             "taught_by": taught_by, "hits": 1, "learned_at": at, "updated_at": at}
+            for kind, value in teach
+            if kind in PAYER_KINDS and value
+        ]  # fmt: skip
 
     async def entries(self, limit: int = 1000) -> list[dict[str, Any]]:
         query = sa.select(PAYERS).order_by(PAYERS.c.updated_at.desc()).limit(limit)

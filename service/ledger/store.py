@@ -9,9 +9,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.ledger.engine import engine_for
+from service.ledger.engine import engine_for, local_writer_for
 from service.ledger.letters import LetterTable, forget_bodies
 from service.ledger.migrations import migrate
 from service.ledger.reads import Reads
@@ -65,11 +65,11 @@ def _now() -> datetime:
 class Ledger(Reads):
     """Outcomes and audit on one database; build it with `await Ledger.open(url)`."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, local: sa.Engine | None = None) -> None:
         self._engine = engine
         is_sqlite = engine.dialect.name == "sqlite"
         self._sql = Upserts.build(sqlite.insert if is_sqlite else postgresql.insert)
-        self._writes = GroupWriter(engine)
+        self._writes = GroupWriter(engine, local)
         self._grouped = self._writes.run
         self._write = self._writes.transaction
         self.sessions = SessionTable(engine, self._write)
@@ -89,7 +89,7 @@ class Ledger(Reads):
         longer than `statement_timeout` seconds: a hung database fails the write, and the message
         is retried later, instead of staying unacknowledged for ever.
         """
-        ledger = cls(engine_for(url, schema, statement_timeout))
+        ledger = cls(engine_for(url, schema, statement_timeout), local_writer_for(url, statement_timeout))
         try:
             await ledger._create_schema(schema)
         except BaseException:
@@ -102,7 +102,7 @@ class Ledger(Reads):
         return LetterTable(self._engine, self._write, self._sql.letter, queue)
 
     async def close(self) -> None:
-        await self._writes.drain()
+        await self._writes.close()
         await self._engine.dispose()
 
     async def _create_schema(self, schema: str | None) -> None:
@@ -153,11 +153,9 @@ class Ledger(Reads):
                 "updated_at": now,
             }
 
-            async def claim(conn: AsyncConnection, values: dict[str, Any] = values) -> tuple[Any, Any]:
-                claimed = (await conn.execute(self._sql.claim, values)).first()
-                row = (
-                    None if claimed is not None else (await conn.execute(ROW, key_values(key, part))).first()
-                )
+            def claim(conn: sa.Connection, values: dict[str, Any] = values) -> tuple[Any, Any]:
+                claimed = conn.execute(self._sql.claim, values).first()
+                row = None if claimed is not None else conn.execute(ROW, key_values(key, part)).first()
                 return claimed, row
 
             claimed, row = await self._grouped(claim)
@@ -183,8 +181,8 @@ class Ledger(Reads):
             "until": now + timedelta(seconds=lease_seconds),
         }
 
-        async def renew(conn: AsyncConnection) -> int:
-            return (await conn.execute(RENEW, {**values, "now": now})).rowcount
+        def renew(conn: sa.Connection) -> int:
+            return conn.execute(RENEW, {**values, "now": now}).rowcount
 
         return await self._grouped(renew) == 1
 
@@ -211,10 +209,10 @@ class Ledger(Reads):
             "updated_at": now,
         }
 
-        async def success(conn: AsyncConnection) -> Any:
-            if await conn.scalar(self._sql.success, values) is not None:
+        def success(conn: sa.Connection) -> Any:
+            if conn.scalar(self._sql.success, values) is not None:
                 return recorded.transaction_id
-            return await conn.scalar(TRANSACTION_ID, key_values(key, part))
+            return conn.scalar(TRANSACTION_ID, key_values(key, part))
 
         kept = await self._grouped(success)
         if kept != recorded.transaction_id:
@@ -261,8 +259,8 @@ class Ledger(Reads):
             "reporter": owner,
         }
 
-        async def failure(conn: AsyncConnection) -> Any:
-            return await conn.scalar(self._sql.failure, values)
+        def failure(conn: sa.Connection) -> Any:
+            return conn.scalar(self._sql.failure, values)
 
         applied = await self._grouped(failure)
         if applied is None:
@@ -272,8 +270,8 @@ class Ledger(Reads):
         """The broker confirmed this payment's confirmations: take it out of the outbox."""
         values = {**update_key_values(key, part), "now": _now()}
 
-        async def confirmed(conn: AsyncConnection) -> None:
-            await conn.execute(CONFIRMED, values)
+        def confirmed(conn: sa.Connection) -> None:
+            conn.execute(CONFIRMED, values)
 
         await self._grouped(confirmed)
 
@@ -290,11 +288,11 @@ class Ledger(Reads):
         values = {**event_values(key), "plan": [list(p) for p in proposed], "created_at": now}
         matched = {**event_values(key), "match": match, "allow_excess": False, "created_at": now}
 
-        async def plan(conn: AsyncConnection) -> Any:
-            written = (await conn.execute(self._sql.plan, values)).rowcount
+        def plan(conn: sa.Connection) -> Any:
+            written = conn.execute(self._sql.plan, values).rowcount
             if written and match is not None:
-                await conn.execute(self._match, matched)
-            return await conn.scalar(PLAN, event_values(key))
+                conn.execute(self._match, matched)
+            return conn.scalar(PLAN, event_values(key))
 
         stored = await self._grouped(plan)
         return [(str(invoice), int(amount)) for invoice, amount in stored]
