@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -60,6 +60,11 @@ DEFAULT_STATEMENT_TIMEOUT = 10.0
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _columns(row: Recorded | Provenance) -> dict[str, Any]:
+    """A record's fields as column values; `dataclasses.asdict` would deep-copy each of them."""
+    return {field.name: getattr(row, field.name) for field in fields(row)}
 
 
 class Ledger(Reads):
@@ -148,7 +153,7 @@ class Ledger(Reads):
                 "reconcile": generation > 0,  # a replay of a row retention has already deleted
                 "unreadable_200": False,
                 "invoice_id": invoice_id,
-                **asdict(provenance),
+                **_columns(provenance),
                 "created_at": now,
                 "updated_at": now,
             }
@@ -197,7 +202,7 @@ class Ledger(Reads):
         now = _now()
         values = {
             **key_values(key, part),
-            **asdict(recorded),
+            **_columns(recorded),
             "recorded_at": utc(recorded.recorded_at),
             "state": "recorded",
             "owner": owner,
