@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import sys
 import traceback
@@ -26,13 +27,33 @@ Command = Callable[[argparse.Namespace, Settings], int]
 T = TypeVar("T")
 
 
-def run_async(main: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine on uvloop (what uvicorn's servers use too), asyncio's loop without it."""
+def run_async(main: Coroutine[Any, Any, T], *, server: bool = False) -> T:
+    """Run a command's coroutine on uvloop (what uvicorn's servers use too), asyncio's loop without it.
+
+    `server`: a long-running process, whose garbage collection is tuned first (`tune_gc`).
+    """
+    if server:
+        tune_gc()
     try:
         import uvloop
     except ImportError:  # uvloop is not built for every platform; asyncio's loop is slower, not wrong
         return asyncio.run(main)
     return uvloop.run(main)
+
+
+# Collect the youngest generation after this many net allocations (CPython's default: 700).
+GC_YOUNG_THRESHOLD = 50_000
+
+
+def tune_gc() -> None:
+    """Fewer, cheaper collections for a server: its request and message objects die young (a
+    reference count frees them), yet CPython's default collects every 700 allocations and walks
+    everything alive; what start-up made (modules, settings, the app) is moved out of reach
+    (`gc.freeze`), so the older generations' collections no longer walk it either."""
+    gc.collect()
+    gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, oldest)
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -96,7 +117,7 @@ def cmd_receiver(args: argparse.Namespace, settings: Settings) -> int:
         stop_on_signals(stop)
         await serve_receiver(settings, args.host, args.port, stop)
 
-    run_async(main())
+    run_async(main(), server=True)
     return 0
 
 
@@ -117,7 +138,7 @@ def cmd_ops(args: argparse.Namespace, settings: Settings) -> int:
         stop_on_signals(stop)
         await serve_ops(settings, args.host, args.port, stop)
 
-    run_async(main())
+    run_async(main(), server=True)
     return 0
 
 
@@ -184,7 +205,7 @@ def cmd_consumer(args: argparse.Namespace, settings: Settings) -> int:
         await run(settings, stop, host=args.host, port=args.port)
 
     try:
-        run_async(main())
+        run_async(main(), server=True)
     except TopologyMismatch as exc:
         print(f"payrelay: {exc}", file=sys.stderr)
         return 2
