@@ -2,9 +2,10 @@
 
 Responses are parsed into typed models; every failure is raised as a class of `errors.py`, with
 Chargebee's error body (`message`, `type`, `api_error_code`, `param`) kept on it. Every call
-waits for a permit of the process-wide `RateLimiter`; `on_permit` runs once the permit is
-granted and before the request goes out (the worker renews its ledger lease there). Redirects
-are never followed: a 3xx is a configuration fault, and aiohttp would turn the POST into a GET.
+waits for a permit of the process-wide `RateLimiter` (unless its caller holds one: `permitted`);
+`on_permit` runs once the permit is granted and before the request goes out (the worker renews
+its ledger lease there). Redirects are never followed: a 3xx is a configuration fault, and aiohttp
+would turn the POST into a GET.
 """
 
 from __future__ import annotations
@@ -263,11 +264,16 @@ class ChargebeeClient:
         )
 
     async def retrieve_invoice(
-        self, invoice_id: str, traceparent: str | None = None, on_permit: OnPermit | None = None
+        self,
+        invoice_id: str,
+        traceparent: str | None = None,
+        on_permit: OnPermit | None = None,
+        *,
+        permitted: bool = False,
     ) -> Invoice:
         """The invoice now; InvoiceNotFound if Chargebee has none of that id."""
         url = f"{self.api_base}/invoices/{invoice_id}"
-        status, headers, raw = await self._call("GET", url, {}, traceparent, on_permit)
+        status, headers, raw = await self._call("GET", url, {}, traceparent, on_permit, permitted=permitted)
         if status != 200:
             raise classify(status, _error_body(raw), _retry_after(headers), write=False)
         return self._read(_InvoiceResponse, raw).invoice
@@ -298,10 +304,12 @@ class ChargebeeClient:
         params: dict[str, str],
         traceparent: str | None = None,
         on_permit: OnPermit | None = None,
+        *,
+        permitted: bool = False,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """One page of a list endpoint (`/customers`, `/invoices`...): its items and `next_offset`."""
         status, headers, raw = await self._call(
-            "GET", f"{self.api_base}{path}", {}, traceparent, on_permit, params=params
+            "GET", f"{self.api_base}{path}", {}, traceparent, on_permit, params=params, permitted=permitted
         )
         if status != 200:
             raise classify(status, _error_body(raw), _retry_after(headers), write=False)
@@ -341,7 +349,9 @@ class ChargebeeClient:
         *,
         form: dict[str, str] | None = None,
         params: dict[str, str] | None = None,
+        permitted: bool = False,
     ) -> tuple[int, Any, bytes]:
+        """One request; `permitted`: the caller already holds this request's rate-limit permit."""
         headers = {**headers, "Authorization": self._authorization}
         body = None
         if form is not None:  # encoded here: aiohttp's FormData costs more than the request's bytes
@@ -349,7 +359,8 @@ class ChargebeeClient:
             headers["Content-Type"] = "application/x-www-form-urlencoded"
         if traceparent:
             headers["traceparent"] = traceparent
-        await self.limiter.acquire()
+        if not permitted:
+            await self.limiter.acquire()
         if on_permit is not None:
             await on_permit()
         write = method == "POST"

@@ -1,10 +1,11 @@
 """Invoice reads shared by concurrent payments: one `GET /invoices?id[in]=[...]` for many.
 
 Under load the worker checks dozens of new invoices at once (every delivery of a burst before its
-`record_payment`). On API v2 the invoices asked for while a read is being prepared go out as one
-list call of up to 100 ids, Chargebee's largest page (`id[in]`, `limit` 1-100: the API reference,
-list invoices, and its pagination page; see chargebee-facts.md). One request against the rate
-limit instead of one per payment, and one round trip of HTTP work in this process.
+`record_payment`). On API v2 the invoices asked for while a read waits for its rate-limit permit
+go out, once it has it, as one list call of up to 100 ids, Chargebee's largest page (the `id`
+filter's `in` operator: the API reference's filter params for list invoices, as the sandbox's
+list_specs.py keeps them; `limit` 1-100: chargebee-facts.md, pagination). One request against the
+rate limit instead of one per payment, and one round trip of HTTP work in this process.
 
 A lone read, API v1 (whose list invoices takes no filters, OAS-v1), an id the list did not return
 (not found, or deleted: the retrieve says which), and every id of a list that Chargebee refused
@@ -46,14 +47,40 @@ class _Waiter:
             self.future.set_result(invoice)
 
 
+def _fail(batch: list[_Waiter], error: BaseException) -> None:
+    for waiter in batch:
+        waiter.settle(error=error)
+
+
+def _renewer(batch: list[_Waiter]) -> OnPermit:
+    """Once the permit is granted: renew each payment's lease; one taken over fails that payment."""
+
+    async def renew() -> None:
+        for waiter in batch:
+            if waiter.on_permit is not None and not waiter.future.done():
+                try:
+                    await waiter.on_permit()
+                except Exception as exc:  # its lease was taken over, or the ledger is unreachable
+                    waiter.settle(error=exc)
+
+    return renew
+
+
 class InvoiceReads:
-    """`read(id)` answers as `ChargebeeClient.retrieve_invoice` would, sharing the request."""
+    """`read(id)` answers as `ChargebeeClient.retrieve_invoice` would, sharing the request.
+
+    One reader at a time waits for a rate-limit permit; once it has one it takes every payment
+    waiting then (up to 100) and reads their invoices, while the next reader waits for the next
+    permit. With a rate limit the payments gather while the permit is due; without one, reads of
+    successive bursts overlap instead of queueing behind each other.
+    """
 
     def __init__(self, client: ChargebeeClient, most: int = MOST_IDS) -> None:
         self.client = client
         self.most = most
         self._waiting: list[_Waiter] = []
-        self._reader: asyncio.Task[None] | None = None
+        self._reader_due = False  # a reader is waiting for its permit
+        self._readers: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak references
         self._refused = False  # Chargebee refused a list by ids once: retrieve from then on
 
     async def read(self, invoice_id: str, traceparent: str | None, on_permit: OnPermit | None) -> Invoice:
@@ -61,61 +88,70 @@ class InvoiceReads:
             return await self.client.retrieve_invoice(invoice_id, traceparent, on_permit)
         future: asyncio.Future[Invoice] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Waiter(invoice_id, future, on_permit, traceparent))
-        if self._reader is None or self._reader.done():
-            self._reader = asyncio.create_task(self._read_waiting())
+        self._start_reader()
         return await future
 
-    async def _read_waiting(self) -> None:
-        await asyncio.sleep(0)  # the other deliveries of this burst ask too
-        while self._waiting:
+    def _start_reader(self) -> None:
+        if not self._reader_due and self._waiting:
+            self._reader_due = True
+            reader = asyncio.create_task(self._read_next())
+            self._readers.add(reader)
+            reader.add_done_callback(self._readers.discard)
+
+    async def _read_next(self) -> None:
+        batch: list[_Waiter] = []
+        try:
+            await asyncio.sleep(0)  # the other deliveries of this burst ask too
+            await self.client.limiter.acquire()
+            self._reader_due = False
             batch, self._waiting = self._waiting[: self.most], self._waiting[self.most :]
-            try:
-                await self._read(batch)
-            except BaseException as exc:  # never leave a payment waiting for ever
-                for waiter in batch:
-                    waiter.settle(error=exc)
-                if not isinstance(exc, Exception):
-                    raise
+            self._start_reader()  # those left over wait for the next permit
+            await self._read(batch)
+        except BaseException as exc:  # never leave a payment waiting for ever
+            self._reader_due = False
+            if not batch:  # stopped before it took any: those waiting go with it
+                batch, self._waiting = self._waiting, []
+            _fail(batch, exc)
+            if not isinstance(exc, Exception):
+                raise
 
     async def _read(self, batch: list[_Waiter]) -> None:
+        """Read the batch's invoices on the permit this reader holds."""
         ids = sorted({waiter.invoice_id for waiter in batch})
-        if len(ids) == 1:
-            await asyncio.gather(*(self._alone(waiter) for waiter in batch))
-            return
+        renew = _renewer(batch)
         try:
-            found = await self._list(ids, batch)
+            if len(ids) == 1:
+                found = {ids[0]: await self.client.retrieve_invoice(
+                    ids[0], batch[0].traceparent, renew, permitted=True)}  # fmt: skip
+            else:
+                found = await self._list(ids, batch[0].traceparent, renew)
         except RejectedByChargebee as exc:
+            if len(ids) == 1:  # what its own retrieve would have been told
+                _fail(batch, exc)
+                return
             log.warning("Chargebee refused reading invoices by id (%s); reading them one by one", exc)
             self._refused = True
             found = {}
         except PaymentError as exc:
-            for waiter in batch:
-                waiter.settle(error=exc)
+            _fail(batch, exc)
             return
-        missing = [waiter for waiter in batch if waiter.invoice_id not in found]
         for waiter in batch:
             if waiter.invoice_id in found:
                 waiter.settle(found[waiter.invoice_id])
-        await asyncio.gather(*(self._alone(waiter) for waiter in missing))
+        # Not returned (not found, or deleted), or refused: the retrieve tells, each on a permit of its own.
+        await asyncio.gather(*(self._alone(waiter) for waiter in batch if not waiter.future.done()))
 
-    async def _list(self, ids: list[str], batch: list[_Waiter]) -> dict[str, Invoice]:
-        async def renew_leases() -> None:
-            for waiter in batch:
-                if waiter.on_permit is not None and not waiter.future.done():
-                    try:
-                        await waiter.on_permit()
-                    except Exception as exc:  # that payment's lease was taken over, or unreachable
-                        waiter.settle(error=exc)
-
+    async def _list(self, ids: list[str], traceparent: str | None, renew: OnPermit) -> dict[str, Invoice]:
         params = {"id[in]": orjson.dumps(ids).decode(), "limit": str(self.most)}
-        rows, _ = await self.client.list_page("/invoices", params, batch[0].traceparent, renew_leases)
+        rows, _ = await self.client.list_page("/invoices", params, traceparent, renew, permitted=True)
         found: dict[str, Invoice] = {}
         for row in rows:
             try:
                 invoice = Invoice.model_validate(row.get("invoice"))
             except ValidationError:
                 continue  # that one is retrieved alone, and its answer judged there
-            found[invoice.id] = invoice
+            if invoice.id in ids:
+                found[invoice.id] = invoice
         return found
 
     async def _alone(self, waiter: _Waiter) -> None:

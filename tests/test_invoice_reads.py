@@ -156,3 +156,31 @@ async def test_checks_in_one_read_judge_each_payment_alone(http: aiohttp.ClientS
     assert isinstance(outcomes[1], InvoiceNotPayable)
     assert outcomes[2] is None
     assert await log(http, sandbox) == ["list_invoices"]
+
+
+async def test_reads_gather_while_their_permit_is_due(http: aiohttp.ClientSession, sandbox: str) -> None:
+    """600/min: one read takes the first permit; five asked 10 ms apart share the next one."""
+    client = client_for(http, sandbox)
+    client.limiter = RateLimiter(600)
+    reads = InvoiceReads(client)
+    first = asyncio.ensure_future(reads.read(USD[0], None, None))
+    later = []
+    for invoice in USD[1:6]:
+        await asyncio.sleep(0.01)
+        later.append(asyncio.ensure_future(reads.read(invoice, None, None)))
+    found = await asyncio.gather(first, *later)
+    assert [i.id for i in found] == USD[:6]
+    assert await log(http, sandbox) == ["retrieve_invoice", "list_invoices"]
+
+
+async def test_reads_do_not_queue_behind_a_slow_one(http: aiohttp.ClientSession) -> None:
+    """Chargebee at 200 ms: reads asked during another's call go out at once, not after it."""
+    async with serve(create_sandbox(SandboxConfig(api_key=KEY, latency_ms=200))) as slow:
+        reads = InvoiceReads(client_for(http, slow))
+        first = asyncio.ensure_future(reads.read(USD[0], None, None))
+        await asyncio.sleep(0.02)
+        started = asyncio.get_running_loop().time()
+        await asyncio.gather(reads.read(USD[1], None, None), reads.read(USD[2], None, None))
+        waited = asyncio.get_running_loop().time() - started
+        await first
+    assert waited < 0.3, f"{waited:.3f} s: they waited for the first read (0.38 s), not 0.2 s"
