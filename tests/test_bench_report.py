@@ -50,12 +50,15 @@ def test_every_target_reads_the_figures_its_benchmark_writes() -> None:
                                   _figure("ratelimit.allowance_used", 0.99),
                                   _figure("ratelimit.calls_per_payment", 2.0)]},
         "memory": {"figures": memory},
+        "ledger": {"figures": [_figure("payments_per_s", 1400), _figure("cpu_us", 345)]},
         "bank_files": {"sections": [{"figures": [_figure("parse.camt053.entries_per_s", 9e3)]}]},
     }  # fmt: skip
     rows = {row.target: row for row in report.summarise(reports)}
     e2e = rows["3. end to end ≥ 1,000 events/s (1 consumer, SQLite)"]
     assert (e2e.payrelay, e2e.ratio, e2e.met) == ("600 events/s", 0.6, False)
     assert rows["3. … ≥ 15× the FastStream + SDK peer"].ratio == 15.0
+    alone = rows["3. … the ledger alone (SQLite, 64 at once): a payment's three writes"]
+    assert (alone.payrelay, alone.limited_by) == ("1,400 payments/s", "345 µs of CPU a payment")
     latency = rows["4. latency-bound (200 ms), prefetch 64, API v2: ≥ 90% of prefetch / latency"]
     assert (latency.ratio, latency.met) == (0.5, False) and "2 sandbox calls" in latency.limited_by
     assert rows["5. rate limit, API v1: never more than the limit in any 60 s"].met is True

@@ -1,6 +1,6 @@
 """payrelay's performance report: every benchmark in one run, each figure beside its reference.
 
-    .venv/bin/python -m tests.benchmarks.report [--quick] [--only ingest,batch,...] [--out DIR]
+    .venv/bin/python -m tests.benchmarks.report [--quick] [--only ingest,batch,...] [--out DIR] [--keep]
 
 Runs, one after the other on this machine (each its own module, runnable alone):
 
@@ -8,6 +8,7 @@ Runs, one after the other on this machine (each its own module, runnable alone):
     batch       batches of 100, payrelay's receiver and raw aio-pika          (batch.py)
     end_to_end  queued deposits to confirmations, payrelay and a FastStream
                 + Chargebee SDK peer; SQLite and PostgreSQL, 1 and 2 consumers (end_to_end.py)
+    ledger      the ledger alone: a payment's three writes, 64 at once         (ledger.py)
     latency     the sandbox at 200 ms, Chargebee API v1 (the default) and v2  (scenarios.py)
     ratelimit   150 requests a minute, API v1 and v2                          (scenarios.py)
     memory      RSS of receiver and consumer over 200,000 events              (scenarios.py, memory.py)
@@ -16,8 +17,9 @@ Runs, one after the other on this machine (each its own module, runnable alone):
 Each writes its own JSON into `--out` (default a fresh temporary directory); this module then
 prints one Markdown table (target, payrelay, reference, ratio, met, what limits it) and writes
 `report.json` there with the machine, the command, every figure of every benchmark, and how
-payrelay scales out. `--quick` runs everything at a size that takes a few minutes: the figures
-are then for the plumbing, not for quoting. Nothing here asserts a speed.
+payrelay scales out; `--keep` reuses what an earlier run left in `--out` (to finish one that was
+interrupted, or to add a benchmark to it). `--quick` runs everything at a size that takes a few
+minutes: the figures are then for the plumbing, not for quoting. Nothing here asserts a speed.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from tests.benchmarks import bank_files, batch, end_to_end, ingest, scenarios
+from tests.benchmarks import bank_files, batch, end_to_end, ingest, ledger, scenarios
 from tests.benchmarks.bank_files import emit, machine
 
 Report = dict[str, Any]
@@ -54,6 +56,7 @@ BENCHES: dict[str, Bench] = {
         ["--events", "8000", "--runs", "3", "--peer-events", "1500"],
         ["--events", "300", "--runs", "1", "--peer-events", "30"],
     ),
+    "ledger": Bench(ledger.main, ["--runs", "3"], ["--payments", "300", "--runs", "1"]),
     "latency": Bench(
         scenarios.main,
         ["--only", "latency", "--prefetch", "64"],
@@ -194,6 +197,14 @@ def end_to_end_rows(found: dict[str, dict[str, Any]]) -> list[Row]:
     return rows
 
 
+def ledger_rows(found: dict[str, dict[str, Any]]) -> list[Row]:
+    rate, cpu = _value(found, "payments_per_s"), _value(found, "cpu_us")
+    return [
+        Row("3. … the ledger alone (SQLite, 64 at once): a payment's three writes", _n(rate, "payments/s"),
+            "1,000 payments/s", _ratio(rate, 1000.0), None, f"{_n(cpu, 'µs')} of CPU a payment"),
+    ]  # fmt: skip
+
+
 def latency_rows(found: dict[str, dict[str, Any]], api: str) -> list[Row]:
     ours = _value(found, "latency.p64.throughput")
     item = found.get("latency.p64.throughput", {})
@@ -259,6 +270,7 @@ def summarise(reports: dict[str, Report]) -> list[Row]:
         "ingest": ingest_rows,
         "batch": batch_rows,
         "end_to_end": end_to_end_rows,
+        "ledger": ledger_rows,
         "latency": lambda found: latency_rows(found, "v1"),
         "latency_v2": lambda found: latency_rows(found, "v2"),
         "ratelimit": lambda found: ratelimit_rows(found, "v1"),
@@ -315,6 +327,9 @@ def main(argv: list[str] | None = None) -> Report:
     parser.add_argument("--quick", action="store_true", help="small sizes: minutes, not an hour")
     parser.add_argument("--only", default=",".join(BENCHES), help="comma-separated: " + ",".join(BENCHES))
     parser.add_argument("--out", type=Path, help="where each benchmark's JSON and report.json go")
+    parser.add_argument(
+        "--keep", action="store_true", help="reuse a benchmark's JSON already in --out instead of running it"
+    )
     args = parser.parse_args(argv)
     chosen = args.only.split(",")
     if unknown := set(chosen) - set(BENCHES):
@@ -326,7 +341,10 @@ def main(argv: list[str] | None = None) -> Report:
         bench = BENCHES[name]
         print(f"\n=== {name} ===", flush=True)
         path = out / f"{name}.json"
-        bench.main([*(bench.quick if args.quick else bench.full), "--json", str(path)])
+        if args.keep and path.exists():
+            print(f"(kept from {path})")
+        else:
+            bench.main([*(bench.quick if args.quick else bench.full), "--json", str(path)])
         reports[name] = orjson.loads(path.read_bytes())
     given = sys.argv[1:] if argv is None else argv
     result: Report = {
