@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import os
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -46,7 +45,6 @@ from service.events import BATCH
 from service.sender import example_event, signed_headers
 from tests.benchmarks.bank_files import (
     AMQP,
-    PAYRELAY,
     SECRET,
     TICK,
     broker_pid,
@@ -56,7 +54,7 @@ from tests.benchmarks.bank_files import (
     figure,
     machine,
 )
-from tests.benchmarks.ingest import _wrk, parse_wrk, server
+from tests.benchmarks.ingest import _wrk, declare, parse_wrk, server
 
 SOURCE = "acme-bank"
 TARGETS = ("payrelay", "raw")
@@ -299,16 +297,11 @@ async def raw_child(args: argparse.Namespace) -> None:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed: apt-get install wrk (bash .ci/services does)")
     prefix = f"benchbatch{uuid.uuid4().hex[:6]}"
     runs: dict[str, list[dict[str, float]]] = {t: [] for t in TARGETS}
     with tempfile.TemporaryDirectory(prefix="payrelay-batch-") as name:
         tmp = Path(name)
-        (tmp / "payrelay.toml").write_text(f'[sources.{SOURCE}]\nsecrets = ["{SECRET}"]\n')
-        env = {**os.environ, "PAYRELAY_CONFIG": str(tmp / "payrelay.toml"), "PAYRELAY_AMQP_PREFIX": prefix}
-        declare = [PAYRELAY, "topology", "declare"]
-        await asyncio.to_thread(subprocess.run, declare, env=env, check=True, capture_output=True)
+        await declare(tmp, prefix)
         connection = await aio_pika.connect(AMQP)
         try:
             work = WorkQueue(connection, f"{prefix}.record-payment")

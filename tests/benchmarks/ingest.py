@@ -168,17 +168,22 @@ def _wrk(script: Path, url: str, seconds: int, connections: int) -> str:
     return subprocess.run(command, capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
+async def declare(tmp: Path, prefix: str) -> None:
+    """wrk installed, the source's configuration in `tmp`, and the prefix's topology declared."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk (bash .ci/services does)")
+    (tmp / "payrelay.toml").write_text(f'[sources.{SOURCE}]\nsecrets = ["{SECRET}"]\n')
+    env = {**os.environ, "PAYRELAY_CONFIG": str(tmp / "payrelay.toml"), "PAYRELAY_AMQP_PREFIX": prefix}
+    command = [PAYRELAY, "topology", "declare"]
+    await asyncio.to_thread(subprocess.run, command, env=env, check=True, capture_output=True)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
     prefix = f"bench{uuid.uuid4().hex[:6]}"
     runs: dict[str, list[dict[str, float]]] = {t: [] for t in TARGETS}
     with tempfile.TemporaryDirectory(prefix="payrelay-ingest-") as name:
         tmp = Path(name)
-        (tmp / "payrelay.toml").write_text(f'[sources.{SOURCE}]\nsecrets = ["{SECRET}"]\n')
-        env = {**os.environ, "PAYRELAY_CONFIG": str(tmp / "payrelay.toml"), "PAYRELAY_AMQP_PREFIX": prefix}
-        declare = [PAYRELAY, "topology", "declare"]
-        await asyncio.to_thread(subprocess.run, declare, env=env, check=True, capture_output=True)
+        await declare(tmp, prefix)
         try:
             for _ in range(args.runs):
                 for target in TARGETS:
