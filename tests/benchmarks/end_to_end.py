@@ -140,6 +140,12 @@ def limited_by(m: dict[str, Any], cores: int) -> str:
     """What the figures say limits a run: a main thread on the CPU, the disk, the machine, or waits."""
     cpu, main, disk = m["cpu"], m["main"], m["disk"]
     said = [f"{n}'s main thread on the CPU ({main[n]:.2f} core)" for n in main if main[n] >= SATURATED]
+    # Python threads of one process share one interpreter lock: together they are one core at most.
+    said += [
+        f"{n}'s threads together on the interpreter lock ({cpu[n]:.2f} core, main thread {main[n]:.2f})"
+        for n in main
+        if main[n] < SATURATED <= cpu.get(n, 0.0) and n not in ("broker", "postgres")
+    ]
     said += [f"{n} on the disk (in D {d:.0%} of the time)" for n, d in disk.items() if d >= DISK_BOUND]
     if (total := sum(cpu.values())) >= 0.9 * cores:
         said.append(f"the machine ({total:.2f} of {cores} cores busy, {cpu['others']:.2f} by others)")
