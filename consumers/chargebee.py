@@ -354,7 +354,7 @@ class ChargebeeClient:
         """One request; `permitted`: the caller already holds this request's rate-limit permit."""
         headers = {**headers, "Authorization": self._authorization}
         body = None
-        if form is not None:  # encoded here: aiohttp's FormData costs more than the request's bytes
+        if form is not None:  # the bytes aiohttp's FormData would send, without its per-request machinery
             body = urlencode(form).encode("ascii")
             headers["Content-Type"] = "application/x-www-form-urlencoded"
         if traceparent:
