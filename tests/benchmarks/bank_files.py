@@ -217,7 +217,7 @@ async def _ready(proc: asyncio.subprocess.Process, url: str, log: Path) -> None:
                         return
             await asyncio.sleep(0.1)
     written = await asyncio.to_thread(log.read_text)
-    raise RuntimeError(f"the receiver did not start:\n{written[-2000:]}")
+    raise RuntimeError(f"{log.stem} did not start:\n{written[-2000:]}")
 
 
 async def publish_figures(

@@ -196,7 +196,7 @@ async def workers(s: Scenario, env: dict[str, str], tmp: Path) -> AsyncIterator[
         await asyncio.gather(*(_ready(procs[name], tmp / f"{name}.log", url) for name, _, url in launches))
         yield {name: proc.pid for name, proc in procs.items()}
     finally:
-        await asyncio.gather(*(rig._stop(proc) for proc in procs.values()))
+        await asyncio.gather(*(rig.stop(proc) for proc in procs.values()))
 
 
 async def _until(done: Callable[[], bool], count: rig.Counter, watch: Watch, logs: list[Path]) -> None:

@@ -105,7 +105,7 @@ async def sandbox(tmp: Path, *, latency_ms: float = 0, rate_limit: int = 0) -> A
         await _ready(proc, f"{url}/sandbox/health", log)
         yield Sandbox(proc.pid, url)
     finally:
-        await _stop(proc)
+        await stop(proc)
 
 
 @asynccontextmanager
@@ -117,10 +117,11 @@ async def process(args: list[str], env: dict[str, str], log: Path, ready: str) -
         await _ready(proc, ready, log)
         yield proc.pid
     finally:
-        await _stop(proc)
+        await stop(proc)
 
 
-async def _stop(proc: asyncio.subprocess.Process) -> None:
+async def stop(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM, and SIGKILL if it has not gone 30 s later."""
     if proc.returncode is None:
         proc.terminate()
         try:
@@ -162,17 +163,22 @@ async def fill(env: dict[str, str], tmp: Path, bodies: Iterable[bytes]) -> int:
 
 @asynccontextmanager
 async def consumers(env: dict[str, str], tmp: Path, count: int = 1) -> AsyncIterator[list[int]]:
-    """`count` `payrelay consumer` processes, each on its own health port; their pids."""
+    """`count` `payrelay consumer` processes, each on its own health port, all launched before any
+    is waited for (else the first drains the queue alone while the others start); their pids."""
     async with AsyncExitStack() as stack:
-        pids = []
-        for i in range(count):
-            port = free_port()
-            args = ["consumer", "--host", "127.0.0.1", "--port", str(port)]
-            log = tmp / f"consumer-{i}.log"
-            pids.append(
-                await stack.enter_async_context(process(args, env, log, f"http://127.0.0.1:{port}/readyz"))
-            )
-        yield pids
+        ports = [free_port() for _ in range(count)]
+        starting = [
+            process(["consumer", "--host", "127.0.0.1", "--port", str(port)], env, tmp / f"consumer-{i}.log",
+                    f"http://127.0.0.1:{port}/readyz")
+            for i, port in enumerate(ports)
+        ]  # fmt: skip
+        # Every start settles before one's failure unwinds the stack, so none is left running.
+        started = await asyncio.gather(
+            *(stack.enter_async_context(each) for each in starting), return_exceptions=True
+        )
+        for failed in (s for s in started if isinstance(s, BaseException)):
+            raise failed
+        yield [pid for pid in started if isinstance(pid, int)]
 
 
 class Counter:
