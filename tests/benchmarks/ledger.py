@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import resource
 import statistics
 import sys
 import tempfile
@@ -27,14 +26,9 @@ from typing import Any
 import asyncpg
 
 from service.ledger import Ledger, Recorded
-from tests.benchmarks.bank_files import emit, figure, machine
+from tests.benchmarks.bank_files import emit, figure, machine, own_cpu_seconds
 
 POSTGRESQL = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 async def one_run(kind: str, payments: int, concurrency: int) -> dict[str, float]:
@@ -55,9 +49,9 @@ async def one_run(kind: str, payments: int, concurrency: int) -> dict[str, float
                 await ledger.mark_confirmed(key)
 
         try:
-            started, cpu = time.perf_counter(), _cpu()
+            started, cpu = time.perf_counter(), own_cpu_seconds()
             await asyncio.gather(*(pay(i) for i in range(payments)))
-            wall, spent = time.perf_counter() - started, _cpu() - cpu
+            wall, spent = time.perf_counter() - started, own_cpu_seconds() - cpu
         finally:
             await ledger.close()
             if schema:

@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -102,14 +102,7 @@ class Row:
     limited_by: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "target": self.target,
-            "payrelay": self.payrelay,
-            "reference": self.reference,
-            "ratio": self.ratio,
-            "met": self.met,
-            "limited_by": self.limited_by,
-        }
+        return asdict(self)
 
 
 def figures(report: Report | None) -> dict[str, dict[str, Any]]:
