@@ -7,12 +7,13 @@ sharing a payment among the invoices its references name).
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import sys
 
 from consumers.chargebee import ChargebeeClient, Invoice, OnPermit
 from consumers.errors import CurrencyMismatch, InvoiceNotFound, InvoiceNotPayable, Overpayment
 from consumers.invoice_reads import InvoiceReads
 from consumers.mapping import Share
+from service.bounded import FixedLru
 from service.money import to_major_string
 from service.review.service import PAYABLE
 
@@ -37,7 +38,8 @@ def check_payable(
 
 
 class InvoiceBook:
-    """Reads invoices through the client and remembers their currencies (bounded, LRU)."""
+    """Reads invoices through the client and remembers their currencies (bounded, LRU, its memory
+    taken at start: `FixedLru`, keyed by invoice id, the currency code interned)."""
 
     def __init__(
         self, client: ChargebeeClient, *, api_version: str, overpayment: str, capacity: int = 100_000
@@ -46,8 +48,7 @@ class InvoiceBook:
         self.reads = InvoiceReads(client)  # the checks of concurrent payments share one request
         self.api_version = api_version
         self.overpayment = overpayment
-        self._currencies: OrderedDict[str, str] = OrderedDict()
-        self._capacity = capacity
+        self._currencies: FixedLru[str, str] = FixedLru(capacity, _placeholder, "")
 
     async def check(
         self,
@@ -66,7 +67,6 @@ class InvoiceBook:
         overpayment = "record" if allow_excess else self.overpayment
         known = self._currencies.get(invoice_id)
         if known is not None and overpayment == "record":
-            self._currencies.move_to_end(invoice_id)
             if known != currency:
                 raise CurrencyMismatch(
                     f"the payment is in {currency}, invoice {invoice_id} in {known}: nothing was recorded"
@@ -91,7 +91,9 @@ class InvoiceBook:
         return found
 
     def _remember(self, invoice: Invoice) -> None:
-        self._currencies[invoice.id] = invoice.currency_code
-        self._currencies.move_to_end(invoice.id)
-        if len(self._currencies) > self._capacity:
-            self._currencies.popitem(last=False)
+        self._currencies.put(invoice.id, sys.intern(invoice.currency_code))
+
+
+def _placeholder(i: int) -> str:
+    """A key no invoice has (Chargebee ids never hold a NUL), as long as a typical id."""
+    return f"\0placeholder{i:07d}"
