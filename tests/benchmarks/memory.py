@@ -62,11 +62,11 @@ WINDOW = 60.0  # seconds: Chargebee's (and the sandbox's) rolling minute
 MIB = 1024.0
 Row = dict[str, Any]
 RSS_AT = (("start", "at the start"), ("warm", "after warm-up"), ("end", "at the end"), ("max", "maximum"))
-CACHES: dict[str, str] = {  # what grows after warm-up; sizes measured alone, CPython 3.11
-    "receiver": "RecentIdentities (service/inbound.py), 100,000 event identities: fills until the "
-    "100,000th event (~28 MiB), then +9 MiB once when its OrderedDict churns; flat after",
-    "consumer": "InvoiceBook's currencies (consumers/invoices.py), 100,000 invoice ids, each event a new "
-    "invoice here: fills until the 100,000th (~13 MiB), then +8 MiB once when it churns; flat after",
+CACHES: dict[str, str] = {  # what holds memory after warm-up; CPython 3.11
+    "receiver": "RecentIdentities (service/inbound.py), 100,000 event identities, takes its memory at "
+    "start (service/bounded.py: placeholders replaced like for like)",
+    "consumer": "InvoiceBook's currencies (consumers/invoices.py), 100,000 invoice ids, takes its memory "
+    "at start; what still grows levels off (see the second half) and is not one of our caches: not traced",
     "sandbox": "keeps every invoice, customer, transaction and idempotent answer: grows by design",
 }
 
@@ -323,7 +323,7 @@ async def _feed(
 
 def growth(samples: list[dict[str, Any]], who: str, events: int) -> dict[str, float]:
     """RSS at start, after warm-up, at the end and its maximum (MiB); growth after warm-up and over
-    the second half (once caches of 100,000 entries are full: see CACHES)."""
+    the second half (once every entry of the caches of 100,000 has been replaced: see CACHES)."""
     warm = next(s for s in samples if s["confirmed"] >= WARM_UP * events)
     half = next(s for s in samples if s["confirmed"] >= events / 2)
     start, end = samples[0][who], samples[-1][who]
@@ -379,7 +379,7 @@ def memory_rows(raw: dict[str, Any]) -> list[Row]:
             row(f"memory.{who}.rss_{at}_mib", f"{who} RSS {label}", g[at], "MiB") for at, label in RSS_AT
         ]
         rows.append(growth_row(who, "growth", "after warm-up", g["growth"], CACHES[who], notes))
-        late = "the caches full; what remains is their one-off churn step" if who != "sandbox" else ""
+        late = "every entry of the caches of 100,000 replaced at least once" if who != "sandbox" else ""
         rows.append(growth_row(who, "late_growth", "over the second half", g["late_growth"], late))
     size = raw["ledger_bytes"]
     notes = f"{size / events:.0f} bytes per event (ledger.db + WAL)"
