@@ -29,7 +29,7 @@ def test_a_short_run_reports_every_scenario_and_records_each_payment_once(tmp_pa
         assert run["api_calls"] == events if s.peer else run["api_calls"] >= 2 * events, (s.key, run)
         assert run["log_trouble"]["lines"] == 0, (s.key, run["log_trouble"])
         workers = ["peer"] if s.peer else [f"consumer-{i}" for i in range(s.processes)]
-        assert set(workers) | {"sandbox", "benchmark", "others"} <= set(run["cpu"]), run["cpu"]
+        assert set(workers) | {"sandbox", "benchmark", "others", "stolen"} <= set(run["cpu"]), run["cpu"]
         assert ("postgres" in run["cpu"]) == (s.ledger == "postgresql")
     rows = {row["key"]: row for row in result["table"]}
     assert set(rows) == {*keys, "vs_peer"} and rows["vs_peer"]["reference"] == rows["peer"]["reference"]

@@ -26,7 +26,7 @@ MEMORY = {
     "ledger_mib",
     *(f"{who}.{m}" for who in ("receiver", "consumer", "sandbox") for m in GROWTH),
 }
-CPU = {"consumer", "sandbox", "benchmark", "others"}
+CPU = {"consumer", "sandbox", "benchmark", "others", "stolen"}
 
 
 @pytest.mark.timeout(150)  # ~50 s on a quiet machine; the other benchmarks may share its 2 cores

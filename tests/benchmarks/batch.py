@@ -46,13 +46,13 @@ from service.sender import example_event, signed_headers
 from tests.benchmarks.bank_files import (
     AMQP,
     SECRET,
-    TICK,
     broker_pid,
     cpu_seconds,
     delete_topology,
     emit,
     figure,
     machine,
+    machine_seconds,
 )
 from tests.benchmarks.ingest import _wrk, declare, parse_wrk, server
 
@@ -69,6 +69,7 @@ MEASURES = {  # target -> (key, what, unit); medians over the runs, but non_2xx:
         ("cpu_broker", "RabbitMQ CPU meanwhile", "cores"),
         ("cpu_wrk", "wrk CPU (load generator)", "cores"),
         ("cpu_other", "CPU of anything else on the machine meanwhile", "cores"),
+        ("cpu_stolen", "CPU the virtual machine's host took meanwhile (steal)", "cores"),
         ("non_2xx", "answers other than 2xx, all runs", "responses"),
     ),
     "raw": (
@@ -76,6 +77,7 @@ MEASURES = {  # target -> (key, what, unit); medians over the runs, but non_2xx:
         ("cpu_publisher", "publisher CPU (its own load generator)", "cores"),
         ("cpu_broker", "RabbitMQ CPU meanwhile", "cores"),
         ("cpu_other", "CPU of anything else on the machine meanwhile", "cores"),
+        ("cpu_stolen", "CPU the virtual machine's host took meanwhile (steal)", "cores"),
     ),
 }
 EVENTS_PER_SECOND_CAP = 25_000  # the most events/s a run's pre-signed pool is sized for
@@ -162,14 +164,15 @@ class Busy:
     With `children`, also `wrk`: the children this process reaps meanwhile, which is wrk alone
     (RUSAGE_CHILDREN counts a child once it is waited for: the receiver's is after the run).
     `cpu_other` is the rest of the machine's busy time (/proc/stat): anything else running then
-    took cores from the benchmark, and the figure says by how much.
+    took cores from the benchmark, and the figure says by how much; `cpu_stolen` is what the
+    virtual machine's host took (steal), apart.
     """
 
     def __init__(self, pids: dict[str, int | None], *, children: bool = True) -> None:
         self.pids = {who: pid for who, pid in pids.items() if pid is not None}
         self.children = children
         self.before = {who: cpu_seconds(pid) for who, pid in self.pids.items()}
-        self.reaped, self.machine = _children_seconds(), _machine_seconds()
+        self.reaped, self.machine = _children_seconds(), machine_seconds()
         self.started, self.wall = time.monotonic(), 0.0
 
     def cores(self) -> dict[str, float]:
@@ -178,19 +181,15 @@ class Busy:
         found = {f"cpu_{who}": (cpu_seconds(pid) - self.before[who]) / wall for who, pid in self.pids.items()}
         if self.children:
             found["cpu_wrk"] = (_children_seconds() - self.reaped) / wall
-        found["cpu_other"] = max(0.0, (_machine_seconds() - self.machine) / wall - sum(found.values()))
+        busy, stolen = (now - then for now, then in zip(machine_seconds(), self.machine, strict=True))
+        found["cpu_other"] = max(0.0, (busy - stolen) / wall - sum(found.values()))
+        found["cpu_stolen"] = stolen / wall
         return found | {"wall": wall}
 
 
 def _children_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-def _machine_seconds() -> float:
-    """CPU seconds all cores have been busy since boot: /proc/stat's total less idle and iowait."""
-    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    return (sum(fields) - fields[3] - fields[4]) / TICK
 
 
 async def settled_depth(work: WorkQueue, at_least: int) -> int:

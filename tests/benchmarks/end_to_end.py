@@ -90,12 +90,6 @@ def _cpu(pid: int, tid: int | None = None) -> float:
     return 0.0
 
 
-def _machine() -> float:
-    """CPU seconds every core has spent busy (user, nice, system, irq, softirq, steal) since boot."""
-    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(fields[:3]) + sum(fields[5:8])) / bench.TICK
-
-
 def _postgres() -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -110,7 +104,8 @@ class Watch:
 
     PostgreSQL is one process, every `postgres` process summed (one that ends is lost). The
     broker's main thread and states mean nothing (Erlang runs threads of its own): not kept.
-    "others": the machine's busy time less all of these, processes that are not part of the run.
+    "others": the machine's busy time less all of these and "stolen", processes that are not part
+    of the run; "stolen": what the virtual machine's host took (steal).
     """
 
     def __init__(self, pids: dict[str, int], postgres: bool) -> None:
@@ -122,7 +117,9 @@ class Watch:
         if "postgres" in self.groups:
             self.groups["postgres"] = _postgres()
         total = {name: sum(_cpu(pid) for pid in pids) for name, pids in self.groups.items()}
-        total["others"] = _machine() - sum(total.values())  # whatever else runs on the machine
+        busy, stolen = bench.machine_seconds()
+        total["others"] = busy - stolen - sum(total.values())  # whatever else runs on the machine
+        total["stolen"] = stolen
         main = {n: _cpu(p[0], p[0]) for n, p in self.groups.items() if n not in ("broker", "postgres")}
         return total, main, time.monotonic()
 
@@ -148,7 +145,10 @@ def limited_by(m: dict[str, Any], cores: int) -> str:
     ]
     said += [f"{n} on the disk (in D {d:.0%} of the time)" for n, d in disk.items() if d >= DISK_BOUND]
     if (total := sum(cpu.values())) >= 0.9 * cores:
-        said.append(f"the machine ({total:.2f} of {cores} cores busy, {cpu['others']:.2f} by others)")
+        said.append(
+            f"the machine ({total:.2f} of {cores} cores busy, {cpu['others']:.2f} by others, "
+            f"{cpu['stolen']:.2f} stolen by its host)"
+        )
     said = said or ["no thread on the CPU nor on the disk: waiting on round trips"]
     busy = ", ".join(f"{n} {v:.2f}" for n, v in sorted(cpu.items(), key=lambda kv: -kv[1]))
     mains = ", ".join(f"{n} {v:.2f}" for n, v in main.items())
@@ -346,7 +346,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"- zero-latency sandbox, no rate limit anywhere; prefetch {report['prefetch']} for both consumers",
         "- events/s: (N - 1) / (last - first confirmation); startup (launch to first confirmation) apart; "
         "cores: utime + stime over that window",
-        "- others: cores taken meanwhile by processes outside the run; a shared machine lowers every figure",
+        "- others: cores taken meanwhile by processes outside the run; stolen: by the virtual machine's host "
+        "(steal); a shared machine lowers every figure",
         "",
         "| what | payrelay | reference | ratio | limited by |",
         "|---|---:|---:|---:|---|",
@@ -356,13 +357,15 @@ def markdown(report: dict[str, Any]) -> str:
         ratio = "—" if r["ratio"] is None else f"{r['ratio']:.2f}x"
         reference = f"{r['reference']:,.1f} events/s ({r['reference_is']})"
         lines.append(f"| {r['what']} | {ours} | {reference} | {ratio} | {r['note']} |")
-    lines += ["", "| scenario | run | events/s | first→last s | startup s | others, cores | log errors |"]
-    lines.append("|---|" + "---:|" * 6)
+    columns = ("scenario", "run", "events/s", "first→last s", "startup s", "others, cores", "stolen, cores",
+               "log errors")  # fmt: skip
+    lines += ["", "| " + " | ".join(columns) + " |", "|---|" + "---:|" * (len(columns) - 1)]
     for key, runs in report["runs"].items():
         for i, r in enumerate(runs, 1):
             timing = f"{r['rate']:,.1f} | {r['first_to_last_s']:.2f} | {r['startup_s']:.2f}"
             lines.append(
-                f"| {key} | {i} | {timing} | {r['cpu']['others']:.2f} | {r['log_trouble']['lines']} |"
+                f"| {key} | {i} | {timing} | {r['cpu']['others']:.2f} | {r['cpu']['stolen']:.2f} "
+                f"| {r['log_trouble']['lines']} |"
             )
     return "\n".join(lines)
 

@@ -44,6 +44,7 @@ from tests.benchmarks.bank_files import (
     figure,
     free_port,
     machine,
+    machine_seconds,
 )
 
 SOURCE = "acme-bank"
@@ -55,6 +56,7 @@ MEASURES = (  # (key, what, unit); medians over the runs, but non_2xx: all of th
     ("p99_ms", "p99 latency", "ms"),
     ("cpu_receiver", "its own CPU", "cores"),
     ("cpu_broker", "RabbitMQ's CPU meanwhile", "cores"),
+    ("cpu_stolen", "CPU the virtual machine's host took meanwhile (steal)", "cores"),
     ("non_2xx", "answers other than 2xx, all runs", "responses"),
 )
 _LATENCY = re.compile(r"^\s+(50|90|99)(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", re.M)
@@ -153,6 +155,7 @@ async def one_run(target: str, args: argparse.Namespace, tmp: Path, prefix: str)
         await asyncio.to_thread(lua_requests, script, min(8000 * args.seconds, 200_000), port)
         broker = broker_pid()
         before = cpu_seconds(pid), cpu_seconds(broker) if broker else 0.0, time.monotonic()
+        stolen = machine_seconds()[1]
         text = await asyncio.to_thread(_wrk, script, url, args.seconds, args.connections)
         wall = time.monotonic() - before[2]
         result = parse_wrk(text)
@@ -160,6 +163,7 @@ async def one_run(target: str, args: argparse.Namespace, tmp: Path, prefix: str)
             raise RuntimeError(f"{target}: {result['non_2xx']:.0f} answers other than 2xx:\n{text}")
         result["cpu_receiver"] = (cpu_seconds(pid) - before[0]) / wall
         result["cpu_broker"] = ((cpu_seconds(broker) - before[1]) / wall) if broker else 0.0
+        result["cpu_stolen"] = (machine_seconds()[1] - stolen) / wall
         return result
 
 

@@ -32,11 +32,11 @@ from typing import Any
 import aiohttp
 
 from tests.benchmarks.bank_files import (
-    TICK,
     broker_pid,
     cpu_seconds,
     delete_topology,
     figure,
+    machine_seconds,
     own_cpu_seconds,
     status_kib,
 )
@@ -61,6 +61,10 @@ GROWTH_TARGET = 0.10
 WINDOW = 60.0  # seconds: Chargebee's (and the sandbox's) rolling minute
 MIB = 1024.0
 Row = dict[str, Any]
+NOT_OURS = {  # CPU rows that are not a process of the run: what they are, and whose work
+    "others": ("the rest of the machine's CPU", "other work on the same 2 cores"),
+    "stolen": ("CPU the virtual machine's host took (steal)", "the host's other work"),
+}
 RSS_AT = (("start", "at the start"), ("warm", "after warm-up"), ("end", "at the end"), ("max", "maximum"))
 CACHES: dict[str, str] = {  # what holds memory after warm-up; CPython 3.11
     "receiver": "RecentIdentities (service/inbound.py), 100,000 event identities, takes its memory at "
@@ -93,12 +97,6 @@ def row(
     }
 
 
-def machine_busy_seconds() -> float:
-    """CPU seconds every process on the machine has used (/proc/stat: all but idle and iowait)."""
-    fields = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    return (sum(fields) - fields[3] - fields[4]) / TICK
-
-
 def waited_seconds(pid: int) -> float:
     """Seconds the process's main thread was ready to run but waited for a core (schedstat)."""
     return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[1]) / 1e9
@@ -108,8 +106,9 @@ class Cpu:
     """utime + stime of named processes (and of this one) from now on, as shares of a core.
 
     `others` is what the rest of the machine used meanwhile (another benchmark on the same two
-    cores shows there), and `waits` how long each main thread was runnable but had no core: the
-    figures are only as clean as those are small.
+    cores shows there), `stolen` what the virtual machine's host took (steal), and `waits` how
+    long each main thread was runnable but had no core: the figures are only as clean as those
+    are small.
     """
 
     def __init__(self, pids: dict[str, int]) -> None:
@@ -119,7 +118,8 @@ class Cpu:
 
     def _now(self) -> dict[str, float]:
         mine = {who: cpu_seconds(pid) for who, pid in self.pids.items()} | {"benchmark": own_cpu_seconds()}
-        return mine | {"others": machine_busy_seconds() - sum(mine.values())}
+        busy, stolen = machine_seconds()
+        return mine | {"others": busy - stolen - sum(mine.values()), "stolen": stolen}
 
     def cores(self) -> dict[str, float]:
         """CPU seconds / wall seconds of each, since this meter was made."""
@@ -140,17 +140,17 @@ def cpu_rows(key: str, cores: dict[str, float], during: str, waits: dict[str, fl
     """One row per process: its share of a core, against the one core a Python process can use."""
     rows = []
     for who, share in cores.items():
-        quiet = who == "others"
+        quiet = who in NOT_OURS
         rows.append(
             row(
                 f"{key}.cpu.{who}",
-                "the rest of the machine's CPU " + during if quiet else f"{who} CPU {during}",
+                f"{NOT_OURS[who][0]} {during}" if quiet else f"{who} CPU {during}",
                 share,
                 "cores",
                 reference=None if quiet else 1.0,
                 reference_what="0 on a quiet machine" if quiet else "1 core",
                 ratio=None if quiet else share,
-                limited_by="other work on the same 2 cores" if quiet else "",
+                limited_by=NOT_OURS[who][1] if quiet else "",
                 notes=f"main thread runnable without a core {waits[who]:.0%} of the time"
                 if who in waits
                 else "",

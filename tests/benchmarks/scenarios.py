@@ -99,7 +99,7 @@ async def latency_run(
 def latency_limit(raw: dict[str, Any], rate: float, calls: float) -> str:
     """What bounds the run: a process at a full core, else each slot's time, call by call (Little)."""
     cores, waited = raw["cpu_cores"], raw["cpu_waits"]["consumer"]
-    busy = [who for who, share in cores.items() if share > 0.85 and who != "others"]
+    busy = [who for who, share in cores.items() if share > 0.85 and who not in ("others", "stolen")]
     if busy:
         return f"CPU: {', '.join(busy)} at a full core"
     in_flight = raw["in_flight"]["mean"]
