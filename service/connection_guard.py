@@ -67,8 +67,71 @@ def _answer(status: int, reason: str, detail: str, extra: bytes = b"") -> bytes:
     )
 
 
+class CoalescedWrites(asyncio.Transport):
+    """A connection's transport whose writes within one turn of the event loop leave as one.
+
+    uvicorn writes an answer's status line and headers, then its body: two system calls and two
+    TCP segments for a 202 of a hundred bytes, and the client woken twice. Held until the turn
+    ends, they leave in one `write`. Closing sends what is held first; aborting drops it, as the
+    socket's own buffer would be dropped.
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._transport = transport
+        self._loop = loop
+        self._held: list[bytes | bytearray | memoryview] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._held:
+            self._loop.call_soon(self._flush)
+        self._held.append(data)
+
+    def _flush(self) -> None:
+        held, self._held = self._held, []
+        if held and not self._transport.is_closing():
+            self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._held = []
+        self._transport.abort()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
+
+    def is_reading(self) -> bool:
+        return self._transport.is_reading()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(len(part) for part in self._held)
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._transport.set_write_buffer_limits(high, low)
+
+    def can_write_eof(self) -> bool:
+        return self._transport.can_write_eof()
+
+    def write_eof(self) -> None:
+        self._flush()
+        self._transport.write_eof()
+
+
 class GuardedProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a header deadline, header limits and a connection cap."""
+    """uvicorn's httptools protocol with a header deadline, header limits and a connection cap, each
+    answer written at once (`CoalescedWrites`)."""
 
     limits: ClassVar[ConnectionLimits]
 
@@ -84,7 +147,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         full = len(self.connections) >= self.limits.max_connections
-        super().connection_made(transport)
+        super().connection_made(CoalescedWrites(transport, self.loop))
         if full and not self._make_room():
             retry = b"retry-after: 5\r\n"
             self._refuse(503, "Service Unavailable", "too many connections; retry shortly", retry)
