@@ -80,12 +80,12 @@ class CoalescedWrites(asyncio.Transport):
         super().__init__()
         self._transport = transport
         self._loop = loop
-        self._held: list[bytes | bytearray | memoryview] = []
+        self._held: list[bytes] = []
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not self._held:
             self._loop.call_soon(self._flush)
-        self._held.append(data)
+        self._held.append(data if isinstance(data, bytes) else bytes(data))  # the caller may reuse it
 
     def _flush(self) -> None:
         held, self._held = self._held, []
@@ -120,6 +120,15 @@ class CoalescedWrites(asyncio.Transport):
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         self._transport.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._transport.get_write_buffer_limits()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._transport.set_protocol(protocol)  # uvicorn hands a websocket upgrade over this way
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._transport.get_protocol()
 
     def can_write_eof(self) -> bool:
         return self._transport.can_write_eof()

@@ -270,3 +270,17 @@ async def test_a_signed_event_is_still_202_only_once_in_the_queue(receiver: Rece
     finally:
         await connection.close()
     assert [m.message_id for m in queued] == [e["id"] for e in events]
+
+
+async def test_a_websocket_upgrade_is_answered_and_the_receiver_goes_on(receiver: Receiver) -> None:
+    """uvicorn hands an upgrade to a websocket protocol through the transport, which the guard
+    wraps (CoalescedWrites): the receiver has no websocket route, so the handshake is refused."""
+    upgrade = (
+        b"GET /v1/ingest/acme-bank HTTP/1.1\r\nHost: r\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    _, answer = await exchange(receiver.port, upgrade)
+    assert answer.split(b"\r\n", 1)[0] == b"HTTP/1.1 403 Forbidden", answer
+    healthz = b"GET /healthz HTTP/1.1\r\nHost: r\r\nConnection: close\r\n\r\n"
+    _, answer = await exchange(receiver.port, healthz)
+    assert answer.startswith(b"HTTP/1.1 200 OK"), answer
