@@ -150,15 +150,15 @@ def cpu_seconds(pid: int) -> float:
 
 
 def machine_seconds() -> tuple[float, float]:
-    """CPU seconds all cores have spent busy since boot, and how many of them were stolen (/proc/stat).
+    """CPU seconds since boot that the machine's processes used, and that its host stole (/proc/stat).
 
-    Busy is user, nice, system, irq, softirq and steal: everything but idle and iowait. Steal is
-    the time a virtual machine's core was ready but its host ran something else; no process here
-    is charged for it, yet it took a core from the benchmark as surely as a neighbour's process.
+    Used is user, nice, system, irq and softirq: all but idle, iowait and steal. Steal is the time
+    a virtual machine's core was ready but its host ran something else; no process here is
+    charged for it, yet it took a core from the benchmark as surely as a neighbour's process.
     """
     first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
     user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in first[1:9])
-    return (user + nice + system + irq + softirq + steal) / TICK, steal / TICK
+    return (user + nice + system + irq + softirq) / TICK, steal / TICK
 
 
 def own_cpu_seconds() -> float:

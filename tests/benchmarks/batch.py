@@ -181,8 +181,8 @@ class Busy:
         found = {f"cpu_{who}": (cpu_seconds(pid) - self.before[who]) / wall for who, pid in self.pids.items()}
         if self.children:
             found["cpu_wrk"] = (_children_seconds() - self.reaped) / wall
-        busy, stolen = (now - then for now, then in zip(machine_seconds(), self.machine, strict=True))
-        found["cpu_other"] = max(0.0, (busy - stolen) / wall - sum(found.values()))
+        used, stolen = (now - then for now, then in zip(machine_seconds(), self.machine, strict=True))
+        found["cpu_other"] = max(0.0, used / wall - sum(found.values()))
         found["cpu_stolen"] = stolen / wall
         return found | {"wall": wall}
 

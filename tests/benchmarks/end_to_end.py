@@ -104,7 +104,7 @@ class Watch:
 
     PostgreSQL is one process, every `postgres` process summed (one that ends is lost). The
     broker's main thread and states mean nothing (Erlang runs threads of its own): not kept.
-    "others": the machine's busy time less all of these and "stolen", processes that are not part
+    "others": the CPU the machine's processes used less all of these, processes that are not part
     of the run; "stolen": what the virtual machine's host took (steal).
     """
 
@@ -117,8 +117,8 @@ class Watch:
         if "postgres" in self.groups:
             self.groups["postgres"] = _postgres()
         total = {name: sum(_cpu(pid) for pid in pids) for name, pids in self.groups.items()}
-        busy, stolen = bench.machine_seconds()
-        total["others"] = busy - stolen - sum(total.values())  # whatever else runs on the machine
+        used, stolen = bench.machine_seconds()
+        total["others"] = used - sum(total.values())  # whatever else runs on the machine
         total["stolen"] = stolen
         main = {n: _cpu(p[0], p[0]) for n, p in self.groups.items() if n not in ("broker", "postgres")}
         return total, main, time.monotonic()

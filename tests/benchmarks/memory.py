@@ -118,8 +118,8 @@ class Cpu:
 
     def _now(self) -> dict[str, float]:
         mine = {who: cpu_seconds(pid) for who, pid in self.pids.items()} | {"benchmark": own_cpu_seconds()}
-        busy, stolen = machine_seconds()
-        return mine | {"others": busy - stolen - sum(mine.values()), "stolen": stolen}
+        used, stolen = machine_seconds()
+        return mine | {"others": used - sum(mine.values()), "stolen": stolen}
 
     def cores(self) -> dict[str, float]:
         """CPU seconds / wall seconds of each, since this meter was made."""
