@@ -401,3 +401,24 @@ async def test_the_sandbox_says_what_it_is_and_never_logs_its_api_key(tmp_path: 
         await process.wait()
     assert "development stand-in, never for real money" in banner
     assert key not in banner
+
+
+@pytest.mark.parametrize("command", [("consumer",), ("ops",), ("review", "list"), ("dlq", "list")])
+async def test_a_ledger_that_cannot_be_opened_is_one_line_and_exit_4(
+    prefix: str, tmp_path: Path, topology: None, command: tuple[str, ...]
+) -> None:
+    """A SQLite ledger in a directory that does not exist: every command that opens the ledger
+    says so in one line, in the database's words, and what to check."""
+    env = broker_env(prefix, tmp_path) | {
+        "PAYRELAY_LEDGER_URL": f"sqlite:///{tmp_path / 'no-such-directory' / 'ledger.db'}",
+        "PAYRELAY_CHARGEBEE_BASE_URL": f"http://127.0.0.1:{free_port()}",
+        "PAYRELAY_CHARGEBEE_API_KEY": "test_key",
+        "PAYRELAY_ADMIN_TOKEN": "an-admin-token-of-32-characters!",
+    }
+    args = (*command, "--port", str(free_port())) if command[0] in ("consumer", "ops") else command
+    code, _, err = await run(*args, env=env, cwd=tmp_path)
+    *logged, last = err.splitlines()
+    assert all(" INFO payrelay." in entry for entry in logged), err  # the servers' start lines
+    line = one_line(last + "\n")
+    assert code == 4
+    assert "the ledger cannot be used: unable to open database file" in line and "ledger_url" in line

@@ -51,6 +51,7 @@ def explain(exc: BaseException, args: argparse.Namespace) -> tuple[str, int] | N
     """The line and exit code for an ordinary mistake; None for anything else (then: the traceback)."""
     import aiohttp
     import orjson
+    import sqlalchemy.exc
 
     if isinstance(exc, ConfigError | UsageError):
         return str(exc), USAGE
@@ -75,4 +76,8 @@ def explain(exc: BaseException, args: argparse.Namespace) -> tuple[str, int] | N
         return f"{exc.filename}: {exc.strerror}{fix}", USAGE
     if isinstance(exc, ConnectionError):
         return f"cannot connect: {exc}: is it running? `payrelay check` tries each dependency", UNAVAILABLE
+    if isinstance(exc, sqlalchemy.exc.OperationalError):  # the database refused: its own words
+        said = str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__
+        fix = "check ledger_url (a SQLite file's directory must exist and be writable)"
+        return f"the ledger cannot be used: {said}: {fix}", UNAVAILABLE
     return None

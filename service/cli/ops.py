@@ -25,6 +25,9 @@ async def serve_ops(settings: Settings, host: str, port: int, stop: asyncio.Even
     Only on a loopback `host` may the app run without any token (`create_app`).
     """
     metrics = create_metrics()
+    # Opened once before serving, so a ledger that cannot be used stops the command with one line
+    # (service/cli/mistakes.py) instead of a traceback from the app's start-up under uvicorn.
+    await (await settings.ledger.open()).close()
     async with contextlib.AsyncExitStack() as stack:
         invoices: InvoiceReader | None = None
         if settings.chargebee.site or settings.chargebee.base_url:

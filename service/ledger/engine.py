@@ -128,12 +128,12 @@ def _configure_sqlite(engine: sa.Engine, busy_timeout_ms: int) -> None:
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself, in _begin
         cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")  # first: the pragmas below may wait
         cursor.execute("PRAGMA journal_mode=WAL")
         # FULL syncs the WAL at every commit: an outcome the ledger acknowledged survives a power
         # cut. NORMAL could lose it, and a bank's resend after Chargebee's 30-minute idempotency
         # window would then be recorded twice. Group commit keeps the cost to one fsync per group.
         cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")
