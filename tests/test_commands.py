@@ -84,6 +84,16 @@ async def test_check_fails_on_a_refused_key_and_a_missing_broker(
     assert "cb_wrong_key" not in out
 
 
+async def test_check_says_what_the_ledger_database_answered_on_one_line(prefix: str, tmp_path: Path) -> None:
+    """A SQLite file that cannot be opened: one FAILED line in SQLite's words, exit 1."""
+    missing = tmp_path / "no-such-directory" / "ledger.db"
+    env = base_env(prefix, tmp_path, PAYRELAY_LEDGER_URL=f"sqlite:///{missing}")
+    code, out, _ = await run("check", env=env)
+    assert code == 1
+    [ledger] = [line for line in out.splitlines() if "ledger" in line or "sqlalche" in line]
+    assert ledger == "ledger: FAILED: OperationalError: unable to open database file"
+
+
 async def test_invalid_configuration_exits_2_naming_the_key(prefix: str, tmp_path: Path) -> None:
     """Start-up validation: a bad value stops the command with exit 2 and the key's name."""
     env = base_env(prefix, tmp_path, PAYRELAY_CHARGEBEE_RATE_LIMIT="fast")

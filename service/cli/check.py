@@ -69,5 +69,16 @@ async def run_checks(settings: Settings) -> int:
             print(f"{name}: FAILED: {exc}")
         except Exception as exc:  # any unreachable dependency is a failed check, named by its type
             failures += 1
-            print(f"{name}: FAILED: {type(exc).__name__}: {str(exc)[:200]}")
+            print(f"{name}: FAILED: {_said(exc)}")
     return 1 if failures else 0
+
+
+def _said(exc: Exception) -> str:
+    """What a dependency answered, on one line: a database's error in its own words (SQLAlchemy's
+    wrapper adds its statement and a link on lines of their own)."""
+    import sqlalchemy.exc
+
+    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {first[:200]}"
