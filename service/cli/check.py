@@ -8,6 +8,7 @@ import aiohttp
 from consumers.chargebee import ChargebeeClient
 from consumers.errors import ConfigurationFault, PaymentError
 from consumers.rate_limit import RateLimiter
+from service.cli.mistakes import in_own_words
 from service.metrics import create_metrics
 from service.settings import ConfigError, Settings
 
@@ -69,16 +70,6 @@ async def run_checks(settings: Settings) -> int:
             print(f"{name}: FAILED: {exc}")
         except Exception as exc:  # any unreachable dependency is a failed check, named by its type
             failures += 1
-            print(f"{name}: FAILED: {_said(exc)}")
+            kind, said = in_own_words(exc)
+            print(f"{name}: FAILED: {kind}: {said[:200]}")
     return 1 if failures else 0
-
-
-def _said(exc: Exception) -> str:
-    """What a dependency answered, on one line: a database's error in its own words (SQLAlchemy's
-    wrapper adds its statement and a link on lines of their own)."""
-    import sqlalchemy.exc
-
-    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.orig is not None:
-        exc = exc.orig
-    first = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {first[:200]}"

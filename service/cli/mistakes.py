@@ -77,7 +77,17 @@ def explain(exc: BaseException, args: argparse.Namespace) -> tuple[str, int] | N
     if isinstance(exc, ConnectionError):
         return f"cannot connect: {exc}: is it running? `payrelay check` tries each dependency", UNAVAILABLE
     if isinstance(exc, sqlalchemy.exc.OperationalError):  # the database refused: its own words
-        said = str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__
         fix = "check ledger_url (a SQLite file's directory must exist and be writable)"
-        return f"the ledger cannot be used: {said}: {fix}", UNAVAILABLE
+        return f"the ledger cannot be used: {in_own_words(exc)[1]}: {fix}", UNAVAILABLE
     return None
+
+
+def in_own_words(exc: BaseException) -> tuple[str, str]:
+    """(kind, first line) of what failed: a database's own error rather than SQLAlchemy's wrapper,
+    which adds its statement and a link on lines of their own."""
+    import sqlalchemy.exc
+
+    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+    text = str(exc)
+    return type(exc).__name__, text.splitlines()[0] if text else type(exc).__name__
